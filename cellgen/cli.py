@@ -1,0 +1,152 @@
+"""The ``cellgen`` command: LightningCLI for fit/validate/test/predict plus a few typed extra commands.
+
+Extra commands are plain functions dispatched through jsonargparse, so they take ``--config`` too. They
+are named here as ``module:attribute`` strings and imported only when used, keeping ``--help`` fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+
+from cellgen.data.errors import CellgenInputError
+
+LIGHTNING_COMMANDS = {
+    "fit": "train a model (cellgen fit --config configs/bvdm.yaml)",
+    "validate": "run one validation epoch",
+    "test": "run one test epoch",
+    "predict": "synthesise / predict with a trained model (--ckpt_path ...)",
+}
+
+# name -> ("module:attribute", one-line help). Later capabilities register here.
+EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare-data": ("cellgen.data.commands:PREPARE_DATA", "generate the demo dataset or cache patch videos"),
+    "check-ctc": ("cellgen.data.commands:check_ctc", "validate a CTC sequence folder (exit 0 valid, 2 not)"),
+    "synthesize": (
+        "cellgen.synth.commands:synthesize",
+        "write N annotated synthetic sequences from a BVDM checkpoint",
+    ),
+    "evaluate": (
+        "cellgen.metrics.commands:EVALUATE",
+        "score results: ctc, downstream, fid/fvd, morphology, mitosis",
+    ),
+    "estimate-k": ("cellgen.models.event_commands:estimate_k", "estimate event length and the detector's k"),
+    "mitosis-sweep": ("cellgen.models.event_commands:mitosis_sweep", "the Phan et al. k x frames experiment"),
+}
+
+# Modules defining CellgenModule / CellgenDataModule subclasses; imported so that subclass mode
+# can resolve short names such as ``--model MaskDDPM``.
+MODEL_MODULES = [
+    "cellgen.models.mask_ddpm",
+    "cellgen.models.voxelmorph_fpm",
+    "cellgen.models.bvdm",
+    "cellgen.models.video_diffusion",
+    "cellgen.models.flow_video_diffusion",
+    "cellgen.models.event_length",
+    "cellgen.models.mitosis_detector",
+    "cellgen.models.segmentation",
+    "cellgen.data.patch_video",
+]
+
+
+def _available(target: str) -> bool:
+    module = target.split(":")[0]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _resolve(target: str) -> Callable | dict:
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _import_models() -> None:
+    for module in MODEL_MODULES:
+        if _available(module):
+            importlib.import_module(module)
+
+
+def _print_help() -> None:
+    print("usage: cellgen COMMAND [--config FILE ...] [options]\n")
+    print("cellgen: learn from a few annotated live-cell videos, synthesise many, and measure them.\n")
+    print("training commands (LightningCLI; configs stack, the resolved config is saved with every run):")
+    for name, text in LIGHTNING_COMMANDS.items():
+        print(f"  {name:<15}{text}")
+    print("\nother commands:")
+    for name, (target, text) in EXTRA_COMMANDS.items():
+        if _available(target):
+            print(f"  {name:<15}{text}")
+    print(
+        "\n`cellgen COMMAND --help` describes a command's options. Example: cellgen fit --config configs/tiny/bvdm.yaml"
+    )
+
+
+def run_lightning(args: list[str]) -> None:
+    """Run LightningCLI in subclass mode over the cellgen base classes."""
+    from jsonargparse import lazy_instance
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.loggers import CSVLogger
+
+    from cellgen.data.base import CellgenDataModule
+    from cellgen.models.base import CellgenModule
+
+    class CellgenCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
+            # Always keep a last.ckpt so that any long run can resume with --ckpt_path last.
+            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.set_defaults({"checkpoint.save_last": True})
+
+    _import_models()
+    CellgenCLI(
+        CellgenModule,
+        CellgenDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"default_root_dir": "runs", "logger": lazy_instance(CSVLogger, save_dir="runs")},
+        args=args,
+    )
+
+
+def run_extra(name: str, args: list[str]) -> int:
+    """Dispatch an extra command to its typed function(s) through jsonargparse."""
+    from jsonargparse import CLI
+
+    target, _ = EXTRA_COMMANDS[name]
+    if not _available(target):
+        raise CellgenInputError(None, f"command '{name}' is not available in this installation")
+    components = _resolve(target)
+    result = CLI(components, args=args, prog=f"cellgen {name}", as_positional=True)
+    return result if isinstance(result, int) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cellgen`` console script; bad input ends in one line and exit status 2."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        _print_help()
+        return 0
+    try:
+        if args[0] in EXTRA_COMMANDS:
+            return run_extra(args[0], args[1:])
+        run_lightning(args)
+        return 0
+    except CellgenInputError as exc:
+        print(f"cellgen: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"cellgen: error: {exc} (check the path; resume with --ckpt_path last)", file=sys.stderr)
+        return 2
+    except FloatingPointError as exc:
+        print(f"cellgen: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

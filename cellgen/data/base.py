@@ -1,0 +1,28 @@
+"""Base LightningDataModule of every cellgen data family: the CLI's subclass-mode root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+
+from cellgen.data.ctc import CTCSequence
+from cellgen.data.synthetic import demo_sequence
+
+
+class CellgenDataModule(L.LightningDataModule):
+    """Resolves sequence folders, falling back to the embedded demo data when none are given."""
+
+    def __init__(self, sequences: list[str] | None = None, demo_flavour: str = "fluo") -> None:
+        super().__init__()
+        self.sequence_paths = list(sequences) if sequences else []
+        self.demo_flavour = demo_flavour
+
+    def prepare_data(self) -> None:
+        if not self.sequence_paths:
+            demo_sequence(self.demo_flavour)  # generate once, on rank 0, before any worker reads it
+
+    def resolve_sequences(self) -> list[CTCSequence]:
+        """Open the configured sequences (or the demo sequence), raising one-line errors for bad folders."""
+        paths = self.sequence_paths or [str(demo_sequence(self.demo_flavour))]
+        return [CTCSequence(Path(p)) for p in paths]

@@ -1,0 +1,476 @@
+"""Cell Tracking Challenge (CTC) sequences: lazy reading, atomic writing and lineage helpers.
+
+Layout of one sequence ``NN`` inside a dataset folder::
+
+    NN/tTTT.tif                      raw frames (3, 4 or 6 digit indices)
+    NN_GT/TRA/man_trackTTT.tif       instance masks, ids are track ids
+    NN_GT/TRA/man_track.txt          one line ``L B E P`` per track (id, first, last frame, parent or 0)
+    NN_GT/SEG/man_segTTT.tif         reference segmentations for some frames
+    NN_ST/SEG/man_segTTT.tif         silver-truth segmentations
+
+Frames are read on demand (a 1000-frame sequence is never loaded whole). Two tracks with the same
+parent P are the daughters of a division of P between frames ``B - 1`` and ``B``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from cellgen.data.errors import CellgenInputError
+
+_FRAME_RE = re.compile(r"^t(\d{3}|\d{4}|\d{6})\.tiff?$")
+_TRA_RE = re.compile(r"^man_track(\d{3}|\d{4}|\d{6})\.tiff?$")
+_SEG_RE = re.compile(r"^man_seg(\d{3}|\d{4}|\d{6})\.tiff?$")
+_RES_RE = re.compile(r"^mask(\d{3}|\d{4}|\d{6})\.tiff?$")
+
+
+@dataclass(frozen=True)
+class Track:
+    """One line of ``man_track.txt``: a track id alive from ``begin`` to ``end`` (inclusive)."""
+
+    label: int
+    begin: int
+    end: int
+    parent: int = 0
+
+
+@dataclass(frozen=True)
+class Division:
+    """A mitosis: ``parent`` ends and ``daughters`` begin at ``frame``; (y, x) is where it happened."""
+
+    frame: int
+    y: float
+    x: float
+    parent: int
+    daughters: tuple[int, ...]
+
+
+# --------------------------------------------------------------------------------------------- TIFF I/O
+
+
+def read_tiff(path: str | Path) -> np.ndarray:
+    """Read one 2-D TIFF frame, turning codec/truncation failures into a one-line input error."""
+    path = Path(path)
+    try:
+        array = tifffile.imread(path)
+    except FileNotFoundError as exc:
+        raise CellgenInputError(path, "file not found") from exc
+    except Exception as exc:  # tifffile/imagecodecs raise many types for damaged files
+        raise CellgenInputError(
+            path, f"cannot decode TIFF ({type(exc).__name__}: {exc})", "the file is corrupt or truncated"
+        ) from exc
+    array = np.squeeze(array)
+    if array.ndim != 2:
+        raise CellgenInputError(path, f"expected a 2-D frame, found shape {array.shape}")
+    return array
+
+
+def tiff_shape(path: str | Path) -> tuple[int, ...]:
+    """Shape of a TIFF's first page without decoding its pixels."""
+    path = Path(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tuple(int(s) for s in tif.pages[0].shape if s != 1) or (1,)
+    except Exception as exc:
+        raise CellgenInputError(path, f"cannot read TIFF header ({type(exc).__name__})", "re-export the file") from exc
+
+
+def write_tiff(path: str | Path, array: np.ndarray) -> None:
+    """Write a 2-D frame zlib-compressed (what the CTC tools and Fiji read everywhere)."""
+    tifffile.imwrite(path, np.ascontiguousarray(array), compression="zlib")
+
+
+# --------------------------------------------------------------------------------------------- tracks
+
+
+def read_tracks(path: str | Path) -> dict[int, Track]:
+    """Parse ``man_track.txt`` / ``res_track.txt`` into ``{label: Track}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CellgenInputError(path, "track table not found", "a CTC sequence needs NN_GT/TRA/man_track.txt")
+    tracks: dict[int, Track] = {}
+    for number, line in enumerate(path.read_text(encoding="latin-1").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        try:
+            label, begin, end, parent = (int(f) for f in fields)
+        except ValueError as exc:
+            raise CellgenInputError(path, f"line {number} is not four integers 'L B E P': {line!r}") from exc
+        if label in tracks:
+            raise CellgenInputError(path, f"line {number}: track id {label} appears twice")
+        tracks[label] = Track(label, begin, end, parent)
+    return tracks
+
+
+def write_tracks(path: str | Path, tracks: Mapping[int, Track] | Iterable[Track]) -> None:
+    """Write a track table sorted by id."""
+    items = tracks.values() if isinstance(tracks, Mapping) else tracks
+    lines = [f"{t.label} {t.begin} {t.end} {t.parent}" for t in sorted(items, key=lambda t: t.label)]
+    Path(path).write_text("\n".join(lines) + ("\n" if lines else ""))
+
+
+def daughters_of(tracks: Mapping[int, Track]) -> dict[int, list[int]]:
+    """Map each parent id to its daughter ids (sorted).
+
+    A parent with a single child is a track interrupted by a gap, not a division; callers that want
+    divisions filter on ``len(kids) >= 2``.
+    """
+    children: dict[int, list[int]] = {}
+    for track in tracks.values():
+        if track.parent:
+            children.setdefault(track.parent, []).append(track.label)
+    return {parent: sorted(kids) for parent, kids in children.items()}
+
+
+def _index_files(folder: Path, pattern: re.Pattern[str]) -> dict[int, Path]:
+    if not folder.is_dir():
+        return {}
+    found: dict[int, Path] = {}
+    for entry in folder.iterdir():
+        match = pattern.match(entry.name)
+        if match:
+            found[int(match.group(1))] = entry
+    return dict(sorted(found.items()))
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+class CTCSequence:
+    """Lazy view of one CTC sequence folder (``.../NN``) and its annotations beside it.
+
+    Args:
+        path: the raw-frame folder ``.../NN``; ``NN_GT`` and ``NN_ST`` are looked up beside it.
+        require_frames: raise when the folder holds no ``t*.tif`` frames.
+    """
+
+    def __init__(self, path: str | Path, require_frames: bool = True) -> None:
+        self.path = Path(path).expanduser()
+        if not self.path.is_dir():
+            raise CellgenInputError(self.path, "sequence folder not found", "pass the raw-frame folder, e.g. .../01")
+        self.name = self.path.name
+        self.root = self.path.parent
+        self.frame_paths = _index_files(self.path, _FRAME_RE)
+        if require_frames and not self.frame_paths:
+            raise CellgenInputError(
+                self.path, "no frames named tTTT.tif", "a CTC sequence folder holds t000.tif, t001.tif, ..."
+            )
+        gt = self.root / f"{self.name}_GT"
+        st = self.root / f"{self.name}_ST"
+        self.gt_dir = gt
+        self.tra_paths = _index_files(gt / "TRA", _TRA_RE)
+        self.seg_paths = _index_files(gt / "SEG", _SEG_RE)
+        self.st_seg_paths = _index_files(st / "SEG", _SEG_RE)
+        self.track_file = gt / "TRA" / "man_track.txt"
+        self._tracks: dict[int, Track] | None = None
+        self._shape: tuple[int, int] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"CTCSequence({str(self.path)!r}, frames={len(self)}, tra={len(self.tra_paths)}, "
+            f"seg={len(self.seg_paths)}, st={len(self.st_seg_paths)})"
+        )
+
+    def __len__(self) -> int:
+        return len(self.frame_paths)
+
+    @property
+    def frame_indices(self) -> list[int]:
+        return list(self.frame_paths)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the first frame, read from its header only."""
+        if self._shape is None:
+            first = next(iter(self.frame_paths.values()))
+            shape = tiff_shape(first)
+            if len(shape) != 2:
+                raise CellgenInputError(first, f"expected a 2-D frame, found shape {shape}")
+            self._shape = (shape[0], shape[1])
+        return self._shape
+
+    @property
+    def has_tracks(self) -> bool:
+        return self.track_file.is_file()
+
+    @property
+    def tracks(self) -> dict[int, Track]:
+        if self._tracks is None:
+            self._tracks = read_tracks(self.track_file)
+        return self._tracks
+
+    def image(self, t: int) -> np.ndarray:
+        """Raw frame ``t`` (H, W) in its stored dtype."""
+        if t not in self.frame_paths:
+            raise CellgenInputError(self.path, f"frame {t} does not exist (frames {self._range()})")
+        return read_tiff(self.frame_paths[t])
+
+    def images(self, indices: Iterable[int] | None = None) -> Iterator[np.ndarray]:
+        """Yield frames one at a time (memory stays at one frame)."""
+        for t in self.frame_indices if indices is None else indices:
+            yield self.image(t)
+
+    def tra_mask(self, t: int) -> np.ndarray:
+        return self._mask(self.tra_paths, t, "NN_GT/TRA")
+
+    def seg_mask(self, t: int) -> np.ndarray:
+        return self._mask(self.seg_paths, t, "NN_GT/SEG")
+
+    def st_mask(self, t: int) -> np.ndarray:
+        return self._mask(self.st_seg_paths, t, "NN_ST/SEG")
+
+    def instance_mask_paths(self, prefer: tuple[str, ...] = ("SEG", "ST", "TRA")) -> dict[int, Path]:
+        """Best available instance mask per frame: gold SEG, then silver ST, then TRA markers."""
+        sources = {"SEG": self.seg_paths, "ST": self.st_seg_paths, "TRA": self.tra_paths}
+        chosen: dict[int, Path] = {}
+        for key in reversed(prefer):
+            chosen.update(sources[key])
+        return dict(sorted(chosen.items()))
+
+    def divisions(self) -> list[Division]:
+        """Divisions from the lineage, located at the parent's centroid in its last TRA frame."""
+        result = []
+        for parent, kids in sorted(daughters_of(self.tracks).items()):
+            if len(kids) < 2:
+                continue
+            frame = min(self.tracks[k].begin for k in kids)
+            y = x = float("nan")
+            last = self.tracks[parent].end if parent in self.tracks else None
+            if last is not None and last in self.tra_paths:
+                ys, xs = np.nonzero(self.tra_mask(last) == parent)
+                if ys.size:
+                    y, x = float(ys.mean()), float(xs.mean())
+            if np.isnan(y):
+                centres = [self._centroid(k, self.tracks[k].begin) for k in kids]
+                centres = [c for c in centres if c is not None]
+                if centres:
+                    y, x = (float(v) for v in np.mean(centres, axis=0))
+            result.append(Division(frame, y, x, parent, tuple(kids)))
+        return result
+
+    def _centroid(self, label: int, t: int) -> tuple[float, float] | None:
+        if t not in self.tra_paths:
+            return None
+        ys, xs = np.nonzero(self.tra_mask(t) == label)
+        return (ys.mean(), xs.mean()) if ys.size else None
+
+    def _mask(self, paths: dict[int, Path], t: int, what: str) -> np.ndarray:
+        if t not in paths:
+            raise CellgenInputError(self.path, f"no {what} mask for frame {t}")
+        return read_tiff(paths[t])
+
+    def _range(self) -> str:
+        idx = self.frame_indices
+        return f"{idx[0]}..{idx[-1]}" if idx else "none"
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+
+def validate_sequence(path: str | Path, check_masks: bool = True) -> list[str]:
+    """Check a sequence as the CTC tools do; return one line per problem (empty when valid).
+
+    Checks: frames exist and share one size; the track table parses, ids are positive and unique,
+    ``B <= E``, parents exist and end before their daughters begin; every TRA mask has the frame size,
+    holds only ids of tracks alive in that frame, and every track is present in each annotated frame of
+    its life span.
+    """
+    try:
+        seq = CTCSequence(path)
+    except CellgenInputError as exc:
+        return [str(exc)]
+    problems: list[str] = []
+    try:
+        shape = seq.shape
+    except CellgenInputError as exc:
+        return [str(exc)]
+    first, last = seq.frame_indices[0], seq.frame_indices[-1]
+    missing = sorted(set(range(first, last + 1)) - set(seq.frame_indices))
+    if missing:
+        problems.append(f"{seq.path}: frames missing from the range {first}..{last}: {_short(missing)}")
+    for frame_path in seq.frame_paths.values():
+        try:
+            frame_shape = tiff_shape(frame_path)
+        except CellgenInputError as exc:
+            problems.append(str(exc))
+            continue
+        if frame_shape != shape:
+            problems.append(f"{frame_path}: frame size {frame_shape} differs from {shape} of frame {first}")
+    if not seq.gt_dir.is_dir():
+        problems.append(f"{seq.gt_dir}: annotation folder not found (expected {seq.name}_GT beside {seq.name})")
+        return problems
+    if not seq.has_tracks:
+        problems.append(f"{seq.track_file}: track table not found (TRA masks need man_track.txt)")
+        return problems
+    try:
+        tracks = seq.tracks
+    except CellgenInputError as exc:
+        return problems + [str(exc)]
+    problems += _check_track_table(seq.track_file, tracks, last)
+    if check_masks:
+        problems += _check_masks(seq, tracks, shape)
+    return problems
+
+
+def _check_track_table(table: Path, tracks: Mapping[int, Track], last_frame: int) -> list[str]:
+    problems = []
+    for t in tracks.values():
+        if t.label <= 0:
+            problems.append(f"{table}: track id {t.label} is not positive")
+        if t.begin < 0 or t.end < t.begin:
+            problems.append(f"{table}: track {t.label} has begin {t.begin} and end {t.end}")
+        if t.end > last_frame:
+            problems.append(f"{table}: track {t.label} ends at frame {t.end}, after the last frame {last_frame}")
+        if t.parent:
+            parent = tracks.get(t.parent)
+            if parent is None:
+                problems.append(f"{table}: track {t.label} names parent {t.parent}, which is not in the table")
+            elif parent.end >= t.begin:
+                problems.append(
+                    f"{table}: track {t.label} begins at {t.begin} but its parent {t.parent} ends at {parent.end}"
+                )
+        if t.parent == t.label:
+            problems.append(f"{table}: track {t.label} is its own parent")
+    return problems
+
+
+def _check_masks(seq: CTCSequence, tracks: Mapping[int, Track], shape: tuple[int, int]) -> list[str]:
+    problems = []
+    if not seq.tra_paths:
+        return [f"{seq.gt_dir / 'TRA'}: no man_trackTTT.tif masks"]
+    extra = sorted(set(seq.tra_paths) - set(seq.frame_paths))
+    if extra:
+        problems.append(f"{seq.gt_dir / 'TRA'}: masks for frames without images: {_short(extra)}")
+    seen_in: dict[int, set[int]] = {}
+    for t, mask_path in seq.tra_paths.items():
+        try:
+            mask = read_tiff(mask_path)
+        except CellgenInputError as exc:
+            problems.append(str(exc))
+            continue
+        if mask.shape != shape:
+            problems.append(f"{mask_path}: mask size {mask.shape} differs from frame size {shape}")
+        if not np.issubdtype(mask.dtype, np.integer):
+            problems.append(f"{mask_path}: masks must be integer labels, found {mask.dtype}")
+            continue
+        labels = np.unique(mask)
+        labels = labels[labels != 0]
+        for label in labels.tolist():
+            track = tracks.get(label)
+            if track is None:
+                problems.append(f"{mask_path}: label {label} is not in man_track.txt")
+            elif not track.begin <= t <= track.end:
+                problems.append(f"{mask_path}: label {label} present but its track spans {track.begin}..{track.end}")
+            seen_in.setdefault(label, set()).add(t)
+    annotated = set(seq.tra_paths)
+    for track in tracks.values():
+        expected = {t for t in range(track.begin, track.end + 1) if t in annotated}
+        absent = sorted(expected - seen_in.get(track.label, set()))
+        if absent:
+            problems.append(f"{seq.track_file}: track {track.label} is missing from TRA frames {_short(absent)}")
+    return problems
+
+
+def _short(values: list[int], limit: int = 8) -> str:
+    text = ", ".join(str(v) for v in values[:limit])
+    return text + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def write_sequence(
+    dataset_dir: str | Path,
+    name: str,
+    images: Iterable[np.ndarray],
+    tra_masks: Iterable[np.ndarray],
+    tracks: Mapping[int, Track],
+    seg_masks: Mapping[int, np.ndarray] | None = None,
+    digits: int = 3,
+    overwrite: bool = False,
+    validate: bool = True,
+) -> Path:
+    """Write one annotated sequence atomically and return its ``NN`` folder.
+
+    Everything is written into a temporary folder inside ``dataset_dir``, validated, and only then
+    renamed into place, so a crash or a failed check never leaves a half-written sequence.
+
+    Args:
+        dataset_dir: folder that will hold ``NN`` and ``NN_GT``.
+        name: sequence name, e.g. ``"01"``.
+        images: frames (H, W), any integer or float dtype supported by TIFF.
+        tra_masks: instance masks (H, W) whose ids are track ids, one per frame.
+        tracks: the lineage table.
+        seg_masks: optional ``{t: mask}`` written to ``NN_GT/SEG``; defaults to the TRA masks.
+        digits: frame index width (3, 4 or 6).
+        overwrite: replace an existing sequence of that name.
+        validate: run :func:`validate_sequence` before renaming; raise on any problem.
+    """
+    if digits not in (3, 4, 6):
+        raise ValueError(f"digits must be 3, 4 or 6, got {digits}")
+    dataset_dir = Path(dataset_dir)
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    targets = [dataset_dir / name, dataset_dir / f"{name}_GT"]
+    if not overwrite:
+        for target in targets:
+            if target.exists():
+                raise CellgenInputError(target, "already exists", "choose another output folder or pass overwrite")
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dataset_dir))
+    try:
+        raw, tra, seg = staging / name, staging / f"{name}_GT" / "TRA", staging / f"{name}_GT" / "SEG"
+        for folder in (raw, tra, seg):
+            folder.mkdir(parents=True)
+        count = 0
+        for t, (image, mask) in enumerate(zip(images, tra_masks, strict=True)):
+            write_tiff(raw / f"t{t:0{digits}d}.tif", image)
+            write_tiff(tra / f"man_track{t:0{digits}d}.tif", mask.astype(np.uint16))
+            if seg_masks is None:
+                write_tiff(seg / f"man_seg{t:0{digits}d}.tif", mask.astype(np.uint16))
+            count += 1
+        if count == 0:
+            raise CellgenInputError(dataset_dir / name, "refusing to write an empty sequence (no frames)")
+        for t, mask in (seg_masks or {}).items():
+            write_tiff(seg / f"man_seg{t:0{digits}d}.tif", mask.astype(np.uint16))
+        write_tracks(tra / "man_track.txt", tracks)
+        if validate:
+            problems = validate_sequence(raw)
+            if problems:
+                raise CellgenInputError(dataset_dir / name, "generated sequence is invalid: " + problems[0])
+        for target in targets:
+            if target.exists():
+                shutil.rmtree(target)
+        os.replace(raw, targets[0])
+        os.replace(staging / f"{name}_GT", targets[1])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return targets[0]
+
+
+def copy_sequence(source: str | Path, dataset_dir: str | Path, name: str | None = None, **kwargs) -> Path:
+    """Re-write a sequence (frames, TRA masks, SEG where present) through :func:`write_sequence`."""
+    seq = CTCSequence(source)
+    indices = seq.frame_indices
+    if list(seq.tra_paths) != indices:
+        raise CellgenInputError(seq.gt_dir / "TRA", "copy needs a TRA mask for every frame")
+    offset = indices[0]
+    tracks = {k: Track(v.label, v.begin - offset, v.end - offset, v.parent) for k, v in seq.tracks.items()}
+    seg = {t - offset: seq.seg_mask(t) for t in seq.seg_paths}
+    return write_sequence(
+        dataset_dir,
+        name or seq.name,
+        seq.images(),
+        (seq.tra_mask(t) for t in indices),
+        tracks,
+        seg_masks=seg,
+        **kwargs,
+    )

@@ -1,0 +1,241 @@
+"""Patch videos for the video diffusion models.
+
+Paper: "Neural Cell Video Synthesis via Optical-Flow Diffusion", Sec. 4.2-4.3: sequences are cut into
+128x128 patches with 25% overlap, a video starts at chosen frames (optionally skipping frames), each
+sample keeps its first 10 frames, every channel is normalised to [0, 1], and horizontal/vertical flips
+(p = 0.5) are applied identically to every frame of a video.
+
+Patches are extracted once and cached as ``.npz`` keyed by the sequence and the extraction settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cellgen.data.base import CellgenDataModule
+from cellgen.data.ctc import CTCSequence
+from cellgen.data.errors import CellgenInputError
+
+
+@dataclass(frozen=True)
+class PatchVideoSpec:
+    """How patch videos are cut (defaults: paper Sec. 4.2)."""
+
+    patch_size: int = 128
+    overlap: float = 0.25
+    num_frames: int = 10
+    start_frames: tuple[int, ...] = (0,)
+    frame_skip: int = 1
+
+    def key(self) -> str:
+        return hashlib.sha1(repr(sorted(asdict(self).items())).encode()).hexdigest()[:10]
+
+
+def patch_origins(length: int, patch: int, overlap: float) -> list[int]:
+    """Top-left coordinates along one axis: stride ``patch * (1 - overlap)``, last patch flush with the edge."""
+    if length < patch:
+        return []
+    stride = max(1, int(round(patch * (1.0 - overlap))))
+    origins = list(range(0, length - patch + 1, stride))
+    if origins[-1] != length - patch:
+        origins.append(length - patch)
+    return origins
+
+
+def normalise_per_channel(videos: np.ndarray) -> np.ndarray:
+    """Min-max each channel of each video to [0, 1] (paper Sec. 4.3). videos: (N, C, T, H, W)."""
+    videos = videos.astype(np.float32)
+    lo = videos.min(axis=(2, 3, 4), keepdims=True)
+    hi = videos.max(axis=(2, 3, 4), keepdims=True)
+    return (videos - lo) / np.maximum(hi - lo, 1e-8)
+
+
+def extract_patch_videos(seq: CTCSequence, spec: PatchVideoSpec) -> np.ndarray:
+    """Cut one sequence into patch videos, reading only the frames that are used.
+
+    Returns:
+        float32 array (N, 1, T, P, P) in [0, 1], one video per (start frame, patch position).
+    """
+    height, width = seq.shape
+    ys, xs = (
+        patch_origins(height, spec.patch_size, spec.overlap),
+        patch_origins(width, spec.patch_size, spec.overlap),
+    )
+    if not ys or not xs:
+        raise CellgenInputError(
+            seq.path,
+            f"frames of {height}x{width} are smaller than the {spec.patch_size}px patch",
+            "lower patch_size",
+        )
+    indices = seq.frame_indices
+    span = (spec.num_frames - 1) * spec.frame_skip
+    videos = []
+    for start in spec.start_frames:
+        if start < 0 or start + span >= len(indices):
+            raise CellgenInputError(
+                seq.path,
+                f"a {spec.num_frames}-frame video with skip {spec.frame_skip} starting at frame {start} "
+                f"needs {start + span + 1} frames, the sequence has {len(indices)}",
+                "lower num_frames/frame_skip or choose earlier start_frames",
+            )
+        frames = np.stack([seq.image(indices[start + k * spec.frame_skip]) for k in range(spec.num_frames)])
+        frames = frames.astype(np.float32)
+        for y in ys:
+            for x in xs:
+                videos.append(frames[:, y : y + spec.patch_size, x : x + spec.patch_size])
+    return normalise_per_channel(np.stack(videos)[:, None])
+
+
+def load_patch_videos(seq: CTCSequence, spec: PatchVideoSpec, cache_dir: Path | None) -> tuple[np.ndarray, Path | None]:
+    """Patch videos of a sequence, from the ``.npz`` cache when present (written atomically otherwise)."""
+    if cache_dir is None:
+        return extract_patch_videos(seq, spec), None
+    tag = hashlib.sha1(str(seq.path.resolve()).encode()).hexdigest()[:10]
+    path = Path(cache_dir) / f"patches-{seq.root.name}-{seq.name}-{tag}-{spec.key()}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as cached:
+                return cached["videos"], path
+        except Exception:
+            path.unlink(missing_ok=True)  # a damaged cache is rebuilt, not trusted
+    videos = extract_patch_videos(seq, spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, videos=videos)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return videos, path
+
+
+class PatchVideoDataset(Dataset):
+    """Patch videos (N, C, T, H, W) with flips replayed identically on every frame and channel.
+
+    Args:
+        videos: float32 array (N, C, T, H, W).
+        flips: apply horizontal and vertical flips with p = 0.5 (paper Sec. 4.2).
+        flow_channels: indices of (U, V) channels, if any; a horizontal flip negates U and a vertical
+            flip negates V so that a flipped video's flow stays the flow of the flipped video.
+    """
+
+    def __init__(
+        self,
+        videos: np.ndarray,
+        flips: bool = True,
+        flow_channels: tuple[int, int] | None = None,
+    ) -> None:
+        self.videos = videos
+        self.flow_channels = flow_channels
+        self.transform = A.ReplayCompose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]) if flips else None
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        video = self.videos[index]  # (C, T, H, W)
+        if self.transform is None:
+            return torch.from_numpy(np.ascontiguousarray(video))
+        channels, frames, height, width = video.shape
+        # Every (channel, frame) plane becomes one image channel, so one transform call applies the
+        # same flips to all of them; the replay record tells which flips happened (for the flow signs).
+        planes = video.reshape(channels * frames, height, width).transpose(1, 2, 0)
+        result = self.transform(image=np.ascontiguousarray(planes))
+        out = result["image"].transpose(2, 0, 1).reshape(channels, frames, height, width).copy()
+        if self.flow_channels is not None:
+            applied = {t["__class_fullname__"].split(".")[-1] for t in result["replay"]["transforms"] if t["applied"]}
+            u, v = self.flow_channels
+            # Flow channels hold [0, 1]-normalised values; negation about the midpoint is 1 - x.
+            if "HorizontalFlip" in applied:
+                out[u] = 1.0 - out[u]
+            if "VerticalFlip" in applied:
+                out[v] = 1.0 - out[v]
+        return torch.from_numpy(out)
+
+
+class PatchVideoDataModule(CellgenDataModule):
+    """Patch videos of one or more CTC sequences (defaults: paper Sec. 4.2-4.3; demo data if none given).
+
+    Args:
+        sequences: raw-frame folders (``.../02``); empty means the embedded demo data.
+        demo_flavour: which demo flavour to fall back to (``phc`` is phase-contrast-like, as in the paper).
+        patch_size: patch height and width (paper: 128).
+        overlap: overlap of neighbouring patches (paper: 25%).
+        num_frames: frames per video (paper: first 10).
+        start_frames: frames at which videos start.
+        frame_skip: take every k-th frame.
+        batch_size: videos per batch.
+        num_workers: DataLoader workers.
+        val_fraction: fraction of videos held out for validation (seeded split).
+        flips: random flips as augmentation.
+        cache_dir: where patch caches go; None disables caching.
+        split_seed: seed of the train/val split.
+    """
+
+    flow_channels: tuple[int, int] | None = None
+
+    def __init__(
+        self,
+        sequences: list[str] | None = None,
+        demo_flavour: str = "phc",
+        patch_size: int = 128,
+        overlap: float = 0.25,
+        num_frames: int = 10,
+        start_frames: list[int] = [0],  # noqa: B006
+        frame_skip: int = 1,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        flips: bool = True,
+        cache_dir: str | None = "data/cache",
+        split_seed: int = 0,
+    ) -> None:
+        super().__init__(sequences, demo_flavour)
+        self.save_hyperparameters()
+        self.spec = PatchVideoSpec(patch_size, overlap, num_frames, tuple(start_frames), frame_skip)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    def load_videos(self) -> np.ndarray:
+        """All patch videos (N, C, T, P, P); subclasses add channels (e.g. optical flow)."""
+        cache = Path(self.hparams.cache_dir) if self.hparams.cache_dir else None
+        return np.concatenate([load_patch_videos(seq, self.spec, cache)[0] for seq in self.resolve_sequences()])
+
+    def prepare_data(self) -> None:
+        super().prepare_data()
+        self.load_videos()  # fills the cache once, before DDP ranks read it
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        videos = self.load_videos()
+        n_val = int(round(len(videos) * self.hparams.val_fraction)) if len(videos) > 1 else 0
+        generator = torch.Generator().manual_seed(self.hparams.split_seed)
+        order = torch.randperm(len(videos), generator=generator).numpy()
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        self.train_set = PatchVideoDataset(videos[train_idx], self.hparams.flips, self.flow_channels)
+        self.val_set = PatchVideoDataset(videos[val_idx] if n_val else videos[:1], False, self.flow_channels)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set,
+            batch_size=self.hparams.batch_size,
+            shuffle=True,
+            num_workers=self.hparams.num_workers,
+            drop_last=len(self.train_set) >= self.hparams.batch_size,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)

@@ -1,0 +1,1 @@
+"""cellgen.diffusion."""
