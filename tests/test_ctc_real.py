@@ -25,7 +25,7 @@ def _round_trip(seq: CTCSequence, out: Path, frames: list[int]) -> None:
     masks = [seq.tra_mask(t) for t in frames]
     written = CTCSequence(write_sequence(out, seq.name, images, masks, tracks, digits=3))
     assert written.tracks == tracks
-    for k, t in enumerate(frames):
+    for k in range(len(frames)):
         np.testing.assert_array_equal(written.image(k), images[k])
         np.testing.assert_array_equal(written.tra_mask(k), masks[k])
 
