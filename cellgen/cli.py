@@ -114,6 +114,17 @@ def run_lightning(args: list[str]) -> None:
     )
 
 
+def _underscore_options(args: list[str]) -> list[str]:
+    """Accept ``--num-sequences`` as well as ``--num_sequences`` (jsonargparse names use underscores)."""
+    fixed = []
+    for arg in args:
+        if arg.startswith("--") and len(arg) > 2:
+            name, sep, value = arg[2:].partition("=")
+            arg = "--" + name.replace("-", "_") + sep + value
+        fixed.append(arg)
+    return fixed
+
+
 def run_extra(name: str, args: list[str]) -> int:
     """Dispatch an extra command to its typed function(s) through jsonargparse."""
     from jsonargparse import CLI
@@ -122,7 +133,7 @@ def run_extra(name: str, args: list[str]) -> int:
     if not _available(target):
         raise CellgenInputError(None, f"command '{name}' is not available in this installation")
     components = _resolve(target)
-    result = CLI(components, args=args, prog=f"cellgen {name}", as_positional=True)
+    result = CLI(components, args=_underscore_options(args), prog=f"cellgen {name}", as_positional=True)
     return result if isinstance(result, int) else 0
 
 
