@@ -1,0 +1,72 @@
+"""GIF (and MP4 when imageio-ffmpeg is present) previews of videos, optionally with mask outlines."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+from skimage.segmentation import find_boundaries
+
+
+def to_uint8(frames: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Scale a (T, H, W) video to uint8 with robust percentiles over the whole video (no flicker)."""
+    frames = np.asarray(frames, dtype=np.float32)
+    lo, hi = np.percentile(frames, [low, high])
+    return (np.clip((frames - lo) / max(hi - lo, 1e-8), 0, 1) * 255).astype(np.uint8)
+
+
+def outline_overlay(frames: np.ndarray, masks: np.ndarray, colour: tuple[int, int, int] = (255, 64, 64)) -> np.ndarray:
+    """(T, H, W) uint8 frames + (T, H, W) label masks -> (T, H, W, 3) RGB with each cell's outline drawn."""
+    rgb = np.repeat(frames[..., None], 3, axis=-1)
+    for t in range(len(frames)):
+        edges = find_boundaries(masks[t], mode="inner")
+        rgb[t][edges] = colour
+    return rgb
+
+
+def write_gif(path: str | Path, frames: np.ndarray, masks: np.ndarray | None = None, fps: float = 5.0) -> Path:
+    """Write a looping GIF atomically; ``frames`` (T, H, W) any dtype or (T, H, W, 3) uint8.
+
+    With ``masks`` the cell outlines are drawn on top, so a reader sees that annotations fit the texture.
+    """
+    path = Path(path)
+    video = frames if frames.ndim == 4 else to_uint8(frames)
+    if masks is not None and video.ndim == 3:
+        video = outline_overlay(video, masks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".gif", dir=path.parent)
+    os.close(fd)
+    try:
+        imageio.mimsave(tmp, list(video), format="GIF", duration=1.0 / fps, loop=0)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: float = 5.0) -> Path | None:
+    """Write an MP4 when imageio-ffmpeg is installed; return None otherwise (GIF is always written)."""
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        return None
+    video = frames if frames.ndim == 4 else to_uint8(frames)
+    imageio.mimsave(str(path), list(video), fps=fps)
+    return Path(path)
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarray:
+    """Concatenate two (T, H, W[, 3]) uint8 videos horizontally (cropped to the shorter, padded to equal height)."""
+    frames = min(len(left), len(right))
+    height = max(left.shape[1], right.shape[1])
+
+    def pad(v: np.ndarray) -> np.ndarray:
+        extra = [(0, 0), (0, height - v.shape[1]), (0, 0)] + [(0, 0)] * (v.ndim - 3)
+        return np.pad(v[:frames], extra)
+
+    spacer = np.full((frames, height, gap) + left.shape[3:], 255, np.uint8)
+    return np.concatenate([pad(left), spacer, pad(right)], axis=2)

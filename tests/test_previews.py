@@ -1,0 +1,38 @@
+"""Preview writers: GIF round trip and mask outlines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+
+from cellgen.callbacks.previews import outline_overlay, side_by_side, to_uint8, write_gif
+
+
+def test_gif_round_trip_with_outlines(tmp_path: Path) -> None:
+    frames = np.zeros((3, 16, 16), np.float32)
+    for t in range(3):  # distinct frames (GIF encoders merge identical consecutive frames)
+        frames[t, 4 + t : 12, 4:12] = 1.0
+    masks = (frames > 0).astype(np.uint16)
+    path = write_gif(tmp_path / "p.gif", frames, masks)
+    read = np.asarray(imageio.mimread(path))
+    assert read.shape[:3] == (3, 16, 16)
+    assert not list(tmp_path.glob("*.tmp*")) and [p.name for p in tmp_path.iterdir()] == ["p.gif"]
+
+
+def test_outline_is_drawn_only_on_the_boundary() -> None:
+    masks = np.zeros((1, 9, 9), np.uint16)
+    masks[0, 2:7, 2:7] = 5
+    rgb = outline_overlay(np.zeros((1, 9, 9), np.uint8), masks)
+    red = rgb[0, ..., 0] == 255
+    assert red[2, 2] and red[2, 6] and not red[4, 4] and not red[0, 0]
+    assert red.sum() == 16  # the 5x5 square's inner boundary
+
+
+def test_scaling_and_side_by_side() -> None:
+    video = np.linspace(0, 10, 2 * 4 * 4).reshape(2, 4, 4)
+    scaled = to_uint8(video, 0, 100)
+    assert scaled.min() == 0 and scaled.max() == 255
+    both = side_by_side(scaled, scaled[:, :3], gap=2)
+    assert both.shape == (2, 4, 10)
