@@ -1,0 +1,221 @@
+"""Scoring of mitosis detections given as points ``(t, y, x[, score])`` against ground-truth events.
+
+A prediction detects an event when it lies within ``temporal_tol`` frames and ``spatial_tol`` pixels of it
+(both inclusive), the point-matching protocol of mitosis detection papers (e.g. Phan et al. 2019).
+Two counting rules are offered:
+
+- ``"hungarian"`` (default, strict): one-to-one matching that maximises the number of matched pairs
+  (Hungarian algorithm). A second prediction near an already matched event is a false positive.
+- ``"lenient"``: the lenient rule (as the issue reads Phan et al. 2019): an event counts as detected if
+  ANY prediction is within tolerance (many-to-one), and a prediction is a false positive only if it is
+  near no event. Duplicates are not penalised, so precision, recall and F1 are never below their
+  Hungarian values; always report which rule was used.
+
+Empty-set convention: a ratio whose denominator is zero is 1.0 (no predictions means none was wrong;
+no events means none was missed), so no events and no predictions give precision = recall = F1 = 1.0,
+while events with no predictions give recall 0 and F1 0, and predictions with no events give precision 0
+and F1 0. F1 is computed as ``2 tp / (2 tp + fp + fn)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+POINT_COLUMNS = ("t", "y", "x")
+SCORE_COLUMN = "score"
+RULES = ("hungarian", "lenient")
+
+_EDGE_SLACK = 1e-9  # tolerances are inclusive; absorb float rounding at the edge (e.g. hypot(6, 8) = 10)
+_TEMPORAL_WEIGHT = 1e-3  # cost per frame of offset: only breaks ties between equally distant predictions
+
+
+def read_points_csv(path: str | Path) -> np.ndarray:
+    """Read event points from a CSV with header ``t,y,x`` and an optional ``score`` column.
+
+    Columns are found by name, so their order in the file is free and extra columns are ignored.
+
+    Args:
+        path: CSV file.
+
+    Returns:
+        (N, 3) float64 ``(t, y, x)``, or (N, 4) ``(t, y, x, score)`` when the header has ``score``;
+        a header-only file gives (0, 3) or (0, 4).
+
+    Raises:
+        ValueError: missing header or column, wrong field count, or a non-numeric or non-finite value.
+    """
+    path = Path(path)
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise ValueError(f"{path}: empty file, expected a header 't,y,x[,score]'")
+    header = [name.strip().lower() for name in rows[0]]
+    missing = [name for name in POINT_COLUMNS if name not in header]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} in header {','.join(rows[0])!r}")
+    wanted = list(POINT_COLUMNS) + ([SCORE_COLUMN] if SCORE_COLUMN in header else [])
+    index = [header.index(name) for name in wanted]
+    points = []
+    for line_no, row in enumerate(rows[1:], start=2):
+        if not any(field.strip() for field in row):
+            continue
+        if len(row) != len(header):
+            raise ValueError(f"{path}: line {line_no} has {len(row)} fields, header has {len(header)}")
+        values = []
+        for name, k in zip(wanted, index, strict=True):
+            try:
+                value = float(row[k])
+            except ValueError:
+                raise ValueError(f"{path}: line {line_no}: non-numeric {name} {row[k]!r}") from None
+            if not math.isfinite(value):
+                raise ValueError(f"{path}: line {line_no}: non-finite {name} {row[k]!r}")
+            values.append(value)
+        points.append(values)
+    return np.asarray(points, dtype=np.float64).reshape(-1, len(wanted))
+
+
+def write_points_csv(path: str | Path, points: np.ndarray, with_score: bool = True) -> Path:
+    """Write event points as ``t,y,x[,score]`` CSV, atomically (temp file then ``os.replace``).
+
+    An interrupted write never leaves a truncated file that :func:`read_points_csv` would accept.
+
+    Args:
+        path: destination; parent folders are created.
+        points: (N, 3) ``(t, y, x)`` or (N, 4) ``(t, y, x, score)``.
+        with_score: write the ``score`` column; needs (N, 4) points. ``False`` drops any score.
+
+    Returns:
+        The written path.
+    """
+    path = Path(path)
+    points = _as_points(points, "points")
+    if with_score and points.shape[1] < 4:
+        raise ValueError(f"points have no score column (shape {points.shape}); pass with_score=False")
+    columns = list(POINT_COLUMNS) + ([SCORE_COLUMN] if with_score else [])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".csv", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            for row in points[:, : len(columns)]:
+                writer.writerow([f"{v:.17g}" for v in row])  # 17 significant digits round-trip float64
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _as_points(points: np.ndarray, name: str) -> np.ndarray:
+    """(N, >=3) float64 array; an empty input of any shape becomes (0, 3)."""
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.size == 0:
+        return arr.reshape(0, max(3, arr.shape[-1] if arr.ndim == 2 else 3))
+    if arr.ndim != 2 or arr.shape[1] < 3:
+        raise ValueError(f"{name} must have shape (N, 3) or (N, 4) as (t, y, x[, score]), got {arr.shape}")
+    return arr
+
+
+def _admissible(
+    gt: np.ndarray, pred: np.ndarray, spatial_tol: float, temporal_tol: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairwise (N, M) admissibility mask and spatial / temporal distances between events and predictions."""
+    dt = np.abs(gt[:, None, 0] - pred[None, :, 0])
+    ds = np.hypot(gt[:, None, 1] - pred[None, :, 1], gt[:, None, 2] - pred[None, :, 2])
+    ok = (dt <= temporal_tol + _EDGE_SLACK) & (ds <= spatial_tol + _EDGE_SLACK)
+    return ok, ds, dt
+
+
+def _check_tolerances(spatial_tol: float, temporal_tol: float) -> None:
+    if spatial_tol < 0 or temporal_tol < 0:
+        given = f"spatial_tol={spatial_tol}, temporal_tol={temporal_tol}"
+        raise ValueError(f"tolerances must be >= 0, got {given}")
+
+
+def match_events(
+    gt: np.ndarray, pred: np.ndarray, spatial_tol: float = 10.0, temporal_tol: float = 1
+) -> list[tuple[int, int]]:
+    """One-to-one matching of predictions to events with the most matches, then the least total distance.
+
+    A pair is admissible iff ``|t_gt - t_pred| <= temporal_tol`` and the (y, x) Euclidean distance is
+    ``<= spatial_tol``. Its cost is the spatial distance plus a tiny temporal tie-break. Inadmissible pairs
+    cost more than any set of admissible ones, so the assignment first maximises the number of admissible
+    pairs (greedy nearest-first can miss some), and they are filtered out afterwards.
+
+    Args:
+        gt: (N, 3+) ground-truth events ``(t, y, x, ...)``.
+        pred: (M, 3+) predictions ``(t, y, x[, score])``; scores are ignored.
+        spatial_tol: pixels, inclusive.
+        temporal_tol: frames, inclusive.
+
+    Returns:
+        Matched ``(gt_index, pred_index)`` pairs, sorted by ``gt_index``.
+    """
+    _check_tolerances(spatial_tol, temporal_tol)
+    gt, pred = _as_points(gt, "gt"), _as_points(pred, "pred")
+    if len(gt) == 0 or len(pred) == 0:
+        return []
+    ok, ds, dt = _admissible(gt, pred, spatial_tol, temporal_tol)
+    if not ok.any():
+        return []
+    cost = ds + _TEMPORAL_WEIGHT * dt
+    # Any matching with k+1 admissible pairs must beat every one with k: one inadmissible pair has to cost
+    # more than min(N, M) admissible pairs together.
+    big = (min(ok.shape) + 1) * (float(cost[ok].max()) + 1.0)
+    rows, cols = linear_sum_assignment(np.where(ok, cost, big))
+    return [(int(i), int(j)) for i, j in zip(rows, cols, strict=True) if ok[i, j]]
+
+
+def score_detections(
+    gt: np.ndarray,
+    pred: np.ndarray,
+    spatial_tol: float = 10.0,
+    temporal_tol: float = 1,
+    rule: str = "hungarian",
+) -> dict[str, float | int]:
+    """Precision, recall and F1 of point detections under the given counting rule (see module docstring).
+
+    Args:
+        gt: (N, 3+) ground-truth events ``(t, y, x, ...)``.
+        pred: (M, 3+) predictions ``(t, y, x[, score])``; already thresholded, scores are ignored.
+        spatial_tol: pixels, inclusive.
+        temporal_tol: frames, inclusive.
+        rule: ``"hungarian"`` (one-to-one) or ``"lenient"`` (an event is found if any prediction is near it).
+
+    Returns:
+        ``{"precision", "recall", "f1"}`` floats and ``{"tp", "fp", "fn"}`` ints. Under ``"lenient"``,
+        ``tp`` counts detected events and ``fp`` counts predictions near no event.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    _check_tolerances(spatial_tol, temporal_tol)
+    gt, pred = _as_points(gt, "gt"), _as_points(pred, "pred")
+    if rule == "hungarian":
+        tp = len(match_events(gt, pred, spatial_tol, temporal_tol))
+        fp, fn = len(pred) - tp, len(gt) - tp
+    else:
+        ok = _admissible(gt, pred, spatial_tol, temporal_tol)[0]
+        tp = int(ok.any(axis=1).sum())
+        fp = int((~ok.any(axis=0)).sum())
+        fn = len(gt) - tp
+    return {
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+    }
+
+
+def _ratio(num: int, den: int) -> float:
+    """``num / den`` with the empty-set convention ``0 / 0 = 1.0``."""
+    return 1.0 if den == 0 else num / den
