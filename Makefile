@@ -2,7 +2,6 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 DEMO_DIR ?= data/demo
-DEMO_RUN ?= runs/demo
 
 .PHONY: install install-metrics test test-slow lint format bench demo clean
 
@@ -41,10 +40,11 @@ bench: .installed
 # Fresh machine -> installed package, demo dataset, a tiny model trained for about a minute, a synthetic video.
 demo: .installed
 	cellgen prepare-data demo --out $(DEMO_DIR) --overwrite true
-	cellgen fit --config configs/demo.yaml --trainer.default_root_dir $(DEMO_RUN)
-	cellgen synthesize --ckpt $(DEMO_RUN)/checkpoints/last.ckpt --out $(DEMO_RUN)/synthetic \
-		--num_sequences 1 --frames 12 --size 128x128 --cells 4 --overwrite true
-	@echo "demo: synthetic annotated sequence written to $(DEMO_RUN)/synthetic (preview: $(DEMO_RUN)/synthetic/*.gif)"
+	rm -rf runs/demo
+	cellgen fit --config configs/demo.yaml
+	cellgen synthesize --ckpt runs/demo/checkpoints/last.ckpt --out runs/demo/synthetic \
+		--num-sequences 1 --frames 12 --size 128x128 --cells 4 --divisions 1 --overwrite true
+	@echo "demo: synthetic annotated sequence in runs/demo/synthetic/01 (CTC layout), preview runs/demo/synthetic/01_preview.gif"
 
 clean:
 	rm -rf .installed runs lightning_logs .pytest_cache .ruff_cache

@@ -20,7 +20,8 @@ LIGHTNING_COMMANDS = {
     "predict": "synthesise / predict with a trained model (--ckpt_path ...)",
 }
 
-# name -> ("module:attribute", one-line help). Later capabilities register here.
+# name -> ("module:attribute", one-line help). Later capabilities register here. Required arguments are
+# options (``--ckpt PATH``) except for the commands in POSITIONAL_COMMANDS (``cellgen check-ctc DIR``).
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-data": ("cellgen.data.commands:PREPARE_DATA", "generate the demo dataset or cache patch videos"),
     "check-ctc": ("cellgen.data.commands:check_ctc", "validate a CTC sequence folder (exit 0 valid, 2 not)"),
@@ -35,6 +36,8 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "estimate-k": ("cellgen.models.event_commands:estimate_k", "estimate event length and the detector's k"),
     "mitosis-sweep": ("cellgen.models.event_commands:mitosis_sweep", "the Phan et al. k x frames experiment"),
 }
+
+POSITIONAL_COMMANDS = {"check-ctc"}
 
 # Modules defining CellgenModule / CellgenDataModule subclasses; imported so that subclass mode
 # can resolve short names such as ``--model MaskDDPM``.
@@ -87,10 +90,8 @@ def _print_help() -> None:
 
 def run_lightning(args: list[str]) -> None:
     """Run LightningCLI in subclass mode over the cellgen base classes."""
-    from jsonargparse import lazy_instance
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
-    from lightning.pytorch.loggers import CSVLogger
 
     from cellgen.data.base import CellgenDataModule
     from cellgen.models.base import CellgenModule
@@ -109,7 +110,8 @@ def run_lightning(args: list[str]) -> None:
         subclass_mode_data=True,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
-        trainer_defaults={"default_root_dir": "runs", "logger": lazy_instance(CSVLogger, save_dir="runs")},
+        # No logger default: Lightning then writes CSV logs and checkpoints under trainer.default_root_dir.
+        trainer_defaults={"default_root_dir": "runs"},
         args=args,
     )
 
@@ -133,7 +135,9 @@ def run_extra(name: str, args: list[str]) -> int:
     if not _available(target):
         raise CellgenInputError(None, f"command '{name}' is not available in this installation")
     components = _resolve(target)
-    result = CLI(components, args=_underscore_options(args), prog=f"cellgen {name}", as_positional=True)
+    result = CLI(
+        components, args=_underscore_options(args), prog=f"cellgen {name}", as_positional=name in POSITIONAL_COMMANDS
+    )
     return result if isinstance(result, int) else 0
 
 

@@ -30,7 +30,6 @@ def _fit_args(root: Path, cache: Path, *extra: str) -> list[str]:
         "--trainer.enable_progress_bar=false",
         "--trainer.limit_val_batches=1",
         f"--trainer.default_root_dir={root}",
-        f"--trainer.logger.init_args.save_dir={root}",
         *extra,
     ]
 

@@ -1,0 +1,181 @@
+"""BVDM: everything annotated-video synthesis needs, trained in one run and kept in one checkpoint.
+
+Yilmaz, Eschweiler, Stegmaier, "Annotated Biomedical Video Generation using Denoising Diffusion Probabilistic
+Models and Flow Fields" (2024). One module owns
+
+* the texture DDPM (:class:`~cellgen.models.mask_ddpm.MaskDDPM`, Sec. 2-3: 10,000 iterations, lr 5e-4),
+* the flow prediction model (:class:`~cellgen.models.voxelmorph_fpm.VoxelMorphFPM`, 2,000 iterations, lr 1e-4),
+* the shape model fitted on the training sequence's own masks (:class:`~cellgen.synth.shape_model.ShapeModel`),
+
+so ``cellgen fit --config configs/bvdm.yaml`` trains all three and ``cellgen predict`` / ``cellgen synthesize``
+write new annotated sequences from the one checkpoint. The two networks have disjoint parameters; one Adam
+with a parameter group per network is the same as two optimisers, and the flow network simply stops
+receiving gradients after its own iteration budget.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from cellgen.models.base import CellgenModule
+from cellgen.models.mask_ddpm import MaskDDPM
+from cellgen.models.voxelmorph_fpm import VoxelMorphFPM
+
+
+class BVDM(CellgenModule):
+    """Texture DDPM + flow model + shape model, with batched synthesis of whole annotated sequences.
+
+    Args:
+        crop_size: single-cell crop size for both networks (Sec. 3: 96).
+        ddpm: MaskDDPM arguments (widths, schedule, lr 5e-4, EMA); ``crop_size`` is set from above.
+        flow: VoxelMorphFPM arguments (widths, lr 1e-4, integration steps); ``crop_size`` likewise.
+        flow_steps: iterations of the flow model (Sec. 3: 2,000); the DDPM trains for ``trainer.max_steps``
+            (Sec. 3: 10,000).
+        first_frame_step: SDEdit start t0 for a cell's first frame (Sec. 2: T_{f=0} = 200).
+        later_frame_step: t0 for later frames, from the warped previous texture (Sec. 2: T_{f!=0} = 10).
+        mask_value: intensity painted into a mask before noising (Sec. 2: 0.588; [0, 1] scale).
+        first_frame_sampler: ``ddim`` (cellgen default: 200 ancestral steps -> ``first_frame_steps`` DDIM steps)
+            or ``ddpm`` (the paper's ancestral procedure).
+        first_frame_steps: DDIM steps from t0 to 0 for first frames.
+        later_frame_sampler: sampler for later frames (``ddpm``: 10 ancestral steps, as in the paper).
+        later_frame_steps: steps for later frames (None: every step).
+        frames: frames per synthesised sequence.
+        height: synthesised frame height.
+        width: synthesised frame width.
+        cells: cells in a synthesised sequence's first frame.
+        divisions: allow cells to divide during synthesis.
+        seed: base seed; sequence ``i`` uses ``seed * 1_000_003 + i`` whatever the batch size or device count.
+    """
+
+    def __init__(
+        self,
+        crop_size: int = 96,
+        ddpm: dict[str, Any] | None = None,
+        flow: dict[str, Any] | None = None,
+        flow_steps: int = 2000,
+        first_frame_step: int = 200,
+        later_frame_step: int = 10,
+        mask_value: float = 0.588,
+        first_frame_sampler: Literal["ddpm", "ddim"] = "ddim",
+        first_frame_steps: int = 20,
+        later_frame_sampler: Literal["ddpm", "ddim"] = "ddpm",
+        later_frame_steps: int | None = None,
+        frames: int = 32,
+        height: int = 256,
+        width: int = 256,
+        cells: int = 8,
+        divisions: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.mask_ddpm = _build(MaskDDPM, {**(ddpm or {}), "crop_size": crop_size})
+        self.voxelmorph = _build(VoxelMorphFPM, flow or {})
+        # Fitted on the training data in on_fit_start and stored in the checkpoint as plain lists/floats.
+        self.shape_state: dict[str, Any] | None = None
+        self.intensity_range: tuple[float, float] = (0.0, 1.0)
+
+    # ----------------------------------------------------------------------------------------- training
+
+    def on_fit_start(self) -> None:
+        if self.shape_state is not None:
+            return  # resumed: the shape model came with the checkpoint
+        from cellgen.synth.shape_model import ShapeModel
+
+        datamodule = self.trainer.datamodule
+        sequences = datamodule.resolve_sequences()
+        self.shape_state = ShapeModel.fit(sequences).to_dict()
+        crops = datamodule.cells.load_crops()
+        self.intensity_range = (
+            float(min(c.intensity_range[0] for c in crops)),
+            float(max(c.intensity_range[1] for c in crops)),
+        )
+
+    def _flow_active(self) -> bool:
+        return self.global_step < self.hparams.flow_steps
+
+    def compute_loss(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        ddpm_loss, _ = self.mask_ddpm.compute_loss(batch["cells"], stage)
+        extras = {"ddpm_mse": ddpm_loss.detach()}
+        if stage == "train" and not self._flow_active():
+            return ddpm_loss, extras
+        flow_loss, flow_extras = self.voxelmorph.compute_loss(batch["pairs"], stage)
+        extras.update({"flow_loss": flow_loss.detach(), **{f"flow_{k}": v for k, v in flow_extras.items()}})
+        return ddpm_loss + flow_loss, extras
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Past its budget the flow net gets no gradients, so Adam leaves its weights alone.
+        self.voxelmorph.requires_grad_(self._flow_active())
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.mask_ddpm.on_train_batch_end(outputs, batch, batch_idx)  # EMA of the texture denoiser
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(
+            [
+                {"params": self.mask_ddpm.net.parameters(), "lr": self.mask_ddpm.hparams.lr},
+                {"params": self.voxelmorph.parameters(), "lr": self.voxelmorph.hparams.lr},
+            ]
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["bvdm_shape_model"] = self.shape_state
+        checkpoint["bvdm_intensity_range"] = list(self.intensity_range)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.shape_state = checkpoint.get("bvdm_shape_model")
+        self.intensity_range = tuple(checkpoint.get("bvdm_intensity_range", (0.0, 1.0)))
+
+    # ----------------------------------------------------------------------------------------- synthesis
+
+    def sequence_seed(self, index: int) -> int:
+        return int(self.hparams.seed) * 1_000_003 + int(index)
+
+    def synthesize(self, index: int, **overrides: Any):
+        """Synthesise sequence ``index`` (see :func:`cellgen.synth.pipeline.synthesize_sequence`)."""
+        from cellgen.synth.pipeline import SynthesisSettings, synthesize_sequence
+
+        settings = SynthesisSettings.from_module(self, **overrides)
+        return synthesize_sequence(self, self.sequence_seed(index), settings)
+
+    def predict_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> list:
+        """Each item of ``batch`` is a sequence index; returns the synthesised sequences for the writer."""
+        return [self.synthesize(int(i)) for i in batch.tolist()]
+
+
+def _build(cls: type, kwargs: dict[str, Any]) -> CellgenModule:
+    """Construct a sub-model with its own hyperparameters.
+
+    LightningCLI instantiates BVDM inside a context that hands *BVDM's* arguments to every
+    ``save_hyperparameters`` call; the sub-models must record their own, so that context is cleared here.
+    """
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+    token = _given_hyperparameters.set(None)
+    try:
+        return cls(**kwargs)
+    finally:
+        _given_hyperparameters.reset(token)
+
+
+def load_bvdm(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> BVDM:
+    """Load a BVDM checkpoint with a clear error for a missing file or a checkpoint of another model."""
+    from cellgen.data.errors import CellgenInputError
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise CellgenInputError(path, "checkpoint not found", "train one with `cellgen fit --config configs/bvdm.yaml`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CellgenInputError(path, f"not a readable checkpoint ({type(exc).__name__})") from exc
+    if not isinstance(state, dict) or "bvdm_shape_model" not in state:
+        raise CellgenInputError(path, "not a BVDM checkpoint", "pass a checkpoint written by `cellgen fit` with BVDM")
+    if state["bvdm_shape_model"] is None:
+        raise CellgenInputError(path, "checkpoint has no fitted shape model", "train for at least one step")
+    model = BVDM.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    model.eval()
+    return model

@@ -1,0 +1,90 @@
+"""BVDM end to end on the demo data: fit (tiny), predict and synthesize, validated CTC output, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cellgen.cli import main
+from cellgen.data.ctc import CTCSequence, validate_sequence
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "configs" / "tiny" / "bvdm.yaml")
+
+
+@pytest.fixture(scope="module")
+def tiny_bvdm(tmp_path_factory: pytest.TempPathFactory, demo_dataset: Path) -> Path:
+    root = tmp_path_factory.mktemp("bvdm")
+    code = main(
+        [
+            "fit",
+            "--config",
+            TINY,
+            f"--trainer.default_root_dir={root}",
+            f"--data.init_args.cache_dir={root / 'cache'}",
+            f"--checkpoint.dirpath={root / 'ckpt'}",
+        ]
+    )
+    assert code == 0
+    return root / "ckpt" / "last.ckpt"
+
+
+def test_checkpoint_holds_everything(tiny_bvdm: Path) -> None:
+    state = torch.load(tiny_bvdm, weights_only=True)
+    assert state["bvdm_shape_model"]["n_angles"] > 0
+    keys = state["state_dict"].keys()
+    assert any(k.startswith("mask_ddpm.ema_net") for k in keys) and any(k.startswith("voxelmorph.") for k in keys)
+
+
+def test_predict_writes_valid_ctc(tiny_bvdm: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred"
+    args = ["predict", "--config", TINY, f"--ckpt_path={tiny_bvdm}", f"--trainer.default_root_dir={tmp_path}"]
+    args += [f"--trainer.callbacks.init_args.output_dir={out}", f"--data.init_args.cache_dir={tmp_path / 'c'}"]
+    assert main(args) == 0
+    assert validate_sequence(out / "01") == []
+    assert (out / "01_preview.gif").is_file()
+    seq = CTCSequence(out / "01")
+    assert len(seq) == 6 and seq.shape == (128, 128)
+
+
+def test_synthesize_divisions_and_per_sequence_seeds(tiny_bvdm: Path, tmp_path: Path) -> None:
+    common = ["synthesize", "--ckpt", str(tiny_bvdm), "--frames", "5", "--size", "96x96", "--cells", "3"]
+    assert main([*common, "--out", str(tmp_path / "a"), "--num-sequences", "2", "--divisions", "1"]) == 0
+    for name in ("01", "02"):
+        assert validate_sequence(tmp_path / "a" / name) == []
+    assert len(CTCSequence(tmp_path / "a" / "01").divisions()) >= 1
+    # Sequence 02 made alone (first_index 1) is the very same sequence as when made after 01.
+    assert main([*common, "--out", str(tmp_path / "b"), "--first-index", "1", "--divisions", "1"]) == 0
+    a, b = CTCSequence(tmp_path / "a" / "02"), CTCSequence(tmp_path / "b" / "02")
+    for t in range(5):
+        np.testing.assert_array_equal(a.image(t), b.image(t))
+        np.testing.assert_array_equal(a.tra_mask(t), b.tra_mask(t))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--frames", "0"], "--frames must be at least 1"),
+        (["--size", "32x32", "--cells", "40"], "too small"),
+        (["--size", "big"], "--size must look like"),
+    ],
+)
+def test_synthesize_bad_input(
+    tiny_bvdm: Path, tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["synthesize", "--ckpt", str(tiny_bvdm), "--out", str(tmp_path / "o"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and message in err
+    assert not (tmp_path / "o" / "01").exists()
+
+
+def test_synthesize_rejects_missing_and_foreign_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["synthesize", "--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "o")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    foreign = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}}, foreign)
+    assert main(["synthesize", "--ckpt", str(foreign), "--out", str(tmp_path / "o")]) == 2
+    assert "not a BVDM checkpoint" in capsys.readouterr().err
