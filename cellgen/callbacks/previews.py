@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
 from skimage.segmentation import find_boundaries
+
+from cellgen.data.atomic import atomic_file
 
 
 def to_uint8(frames: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
@@ -36,15 +36,8 @@ def write_gif(path: str | Path, frames: np.ndarray, masks: np.ndarray | None = N
     video = frames if frames.ndim == 4 else to_uint8(frames)
     if masks is not None and video.ndim == 3:
         video = outline_overlay(video, masks)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".gif", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         imageio.mimsave(tmp, list(video), format="GIF", duration=1.0 / fps, loop=0)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
+from torch.utils.data import Dataset
 
 from cellgen.data.ctc import CTCSequence
 from cellgen.data.synthetic import demo_sequence
@@ -26,3 +28,18 @@ class CellgenDataModule(L.LightningDataModule):
         """Open the configured sequences (or the demo sequence), raising one-line errors for bad folders."""
         paths = self.sequence_paths or [str(demo_sequence(self.demo_flavour))]
         return [CTCSequence(Path(p)) for p in paths]
+
+
+class SampleIndexDataset(Dataset):
+    """Indices 0..n-1: each predicted sample gets its own seed, independent of batch size and device count."""
+
+    def __init__(self, count: int) -> None:
+        if count < 1:
+            raise ValueError(f"num_predict must be at least 1, got {count}")
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.tensor(index, dtype=torch.long)

@@ -7,8 +7,8 @@ from functools import cached_property
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cellgen.data.base import CellgenDataModule
-from cellgen.data.cell_crops import CellCropDataModule, SampleIndexDataset
+from cellgen.data.base import CellgenDataModule, SampleIndexDataset
+from cellgen.data.cell_crops import CellCropDataModule
 
 
 class CellsAndPairs(Dataset):

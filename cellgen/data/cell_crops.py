@@ -22,8 +22,6 @@ instances form pairs. Extraction results are cached as ``.npz`` keyed by the seq
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,7 +32,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset
 
-from cellgen.data.base import CellgenDataModule
+from cellgen.data.atomic import atomic_file
+from cellgen.data.base import CellgenDataModule, SampleIndexDataset
 from cellgen.data.ctc import CTCSequence, read_tiff
 from cellgen.data.errors import CellgenInputError
 
@@ -281,10 +280,7 @@ def load_cell_crops(seq: CTCSequence, spec: CropSpec, cache_dir: str | Path | No
             path.unlink(missing_ok=True)  # a damaged cache is rebuilt, not trusted
     crops = extract_cell_crops(seq, spec)
     rank_zero_info(crops.summary(seq.path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         np.savez_compressed(
             tmp,
             images=crops.images,
@@ -297,11 +293,6 @@ def load_cell_crops(seq: CTCSequence, spec: CropSpec, cache_dir: str | Path | No
             skipped=np.asarray([crops.skipped[k] for k in SKIP_REASONS]),
             intensity_range=np.asarray(crops.intensity_range),
         )
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must be readable by others
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return crops
 
 
@@ -332,19 +323,6 @@ class CropDataset(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(self.crops[index])).float()
         return random_dihedral(x) if self.augment else x
-
-
-class SampleIndexDataset(Dataset):
-    """Indices 0..n-1: each predicted sample gets its own seed, independent of batch size and device count."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.tensor(index, dtype=torch.long)
 
 
 class CellCropDataModule(CellgenDataModule):

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+from cellgen.data.atomic import atomic_file
 
 POINT_COLUMNS = ("t", "y", "x")
 SCORE_COLUMN = "score"
@@ -99,18 +99,11 @@ def write_points_csv(path: str | Path, points: np.ndarray, with_score: bool = Tr
     if with_score and points.shape[1] < 4:
         raise ValueError(f"points have no score column (shape {points.shape}); pass with_score=False")
     columns = list(POINT_COLUMNS) + ([SCORE_COLUMN] if with_score else [])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".csv", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            for row in points[:, : len(columns)]:
-                writer.writerow([f"{v:.17g}" for v in row])  # 17 significant digits round-trip float64
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in points[:, : len(columns)]:
+            writer.writerow([f"{v:.17g}" for v in row])  # 17 significant digits round-trip float64
     return path
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from cellgen.diffusion import DiffusionSchedule
 from cellgen.diffusion import sample as diffusion_sample
 from cellgen.models.base import CellgenModule
+from cellgen.nn.ema import update_ema, warmed_up_decay
 from cellgen.nn.unet import UNet2D
 
 
@@ -131,13 +132,7 @@ class MaskDDPM(CellgenModule):
         if self.ema_net is None:
             return
         self.ema_updates += 1
-        n = float(self.ema_updates.item())
-        decay = min(float(self.hparams.ema_decay), (1.0 + n) / (10.0 + n))
-        with torch.no_grad():
-            ema, live = list(self.ema_net.parameters()), list(self.net.parameters())
-            torch._foreach_lerp_(ema, [p.detach() for p in live], 1.0 - decay)
-            for b_ema, b_live in zip(self.ema_net.buffers(), self.net.buffers(), strict=True):
-                b_ema.copy_(b_live)
+        update_ema(self.ema_net, self.net, warmed_up_decay(self.hparams.ema_decay, int(self.ema_updates.item())))
 
     # ----------------------------------------------------------------------------------------- sampling
 
