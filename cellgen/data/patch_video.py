@@ -11,8 +11,6 @@ Patches are extracted once and cached as ``.npz`` keyed by the sequence and the 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cellgen.data.base import CellgenDataModule
+from cellgen.data.atomic import atomic_file
+from cellgen.data.base import CellgenDataModule, SampleIndexDataset
 from cellgen.data.ctc import CTCSequence
 from cellgen.data.errors import CellgenInputError
 
@@ -108,15 +107,8 @@ def load_patch_videos(seq: CTCSequence, spec: PatchVideoSpec, cache_dir: Path | 
         except Exception:
             path.unlink(missing_ok=True)  # a damaged cache is rebuilt, not trusted
     videos = extract_patch_videos(seq, spec)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         np.savez(tmp, videos=videos)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return videos, path
 
 
@@ -181,6 +173,8 @@ class PatchVideoDataModule(CellgenDataModule):
         flips: random flips as augmentation.
         cache_dir: where patch caches go; None disables caching.
         split_seed: seed of the train/val split.
+        num_predict: videos ``cellgen predict`` generates; sample ``i`` has its own seed, so the result does not
+            depend on the batch size or the number of devices.
     """
 
     flow_channels: tuple[int, int] | None = None
@@ -200,6 +194,7 @@ class PatchVideoDataModule(CellgenDataModule):
         flips: bool = True,
         cache_dir: str | None = "data/cache",
         split_seed: int = 0,
+        num_predict: int = 16,
     ) -> None:
         super().__init__(sequences, demo_flavour)
         self.save_hyperparameters()
@@ -217,8 +212,8 @@ class PatchVideoDataModule(CellgenDataModule):
         self.load_videos()  # fills the cache once, before DDP ranks read it
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
+        if self.train_set is not None or stage == "predict":
+            return  # predict draws from noise: it needs sample indices, not data
         videos = self.load_videos()
         n_val = int(round(len(videos) * self.hparams.val_fraction)) if len(videos) > 1 else 0
         generator = torch.Generator().manual_seed(self.hparams.split_seed)
@@ -239,3 +234,7 @@ class PatchVideoDataModule(CellgenDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Global sample indices 0..num_predict-1 (B,); Lightning's sampler gives each DDP rank its own share."""
+        return DataLoader(SampleIndexDataset(self.hparams.num_predict), batch_size=self.hparams.batch_size)

@@ -1,0 +1,111 @@
+"""Optical-flow video diffusion: videos denoised together with their Horn-Schunck flow (U, V).
+
+Paper: "Neural Cell Video Synthesis via Optical-Flow Diffusion" (Serna-Aguilera et al.), Sec. 3.2 and Fig. 1.
+The data are 3-channel videos (I, U, V), each channel in [0, 1] per video (Sec. 4.3,
+:class:`~cellgen.data.flow_patch_video.FlowPatchVideoDataModule`). The denoiser keeps the baseline's video branch
+and adds a branch per flow component whose features are merged into the video branch at every scale
+(:class:`~cellgen.nn.unet3d.FlowUNet3D`). Training, EMA and sampling are those of
+:class:`~cellgen.models.video_diffusion.VideoDiffusion`; only the denoiser and the channel count differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from cellgen.data.flow_patch_video import denormalise_flow
+from cellgen.models.video_diffusion import VideoDiffusion
+from cellgen.nn.unet3d import FlowUNet3D
+
+
+class FlowVideoDiffusion(VideoDiffusion):
+    """Video diffusion on (I, U, V) videos with the flow-branch denoiser of paper Sec. 3.2.
+
+    Generated U and V are in the [0, 1] normalised space of the data; they are mapped back to pixels per frame
+    with ``flow_range``, the median per-video (min, max) of the training data, recorded when ``fit`` starts and
+    saved in the checkpoint.
+
+    Args: as :class:`~cellgen.models.video_diffusion.VideoDiffusion`; ``channels`` must be 3 (I, U, V).
+    """
+
+    def __init__(
+        self,
+        channels: int = 3,
+        num_frames: int = 10,
+        image_size: int = 128,
+        base_channels: int = 64,
+        channel_mults: Sequence[int] = (1, 2, 4, 8),
+        num_res_blocks: int = 2,
+        spatial_attention: Sequence[str] | None = None,
+        head_channels: int = 32,
+        dropout: float = 0.0,
+        recompute: bool = True,
+        schedule: Literal["cosine", "linear"] = "cosine",
+        num_timesteps: int = 1000,
+        loss: Literal["l1", "l2"] = "l1",
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        ema_decay: float | None = 0.995,
+        sampler: Literal["ddim", "ddpm"] = "ddim",
+        sampling_steps: int = 50,
+        eta: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        if channels != 3:
+            raise ValueError(f"FlowVideoDiffusion denoises 3 channels (I, U, V), got channels={channels}")
+        super().__init__(
+            channels=channels,
+            num_frames=num_frames,
+            image_size=image_size,
+            base_channels=base_channels,
+            channel_mults=channel_mults,
+            num_res_blocks=num_res_blocks,
+            spatial_attention=spatial_attention,
+            head_channels=head_channels,
+            dropout=dropout,
+            recompute=recompute,
+            schedule=schedule,
+            num_timesteps=num_timesteps,
+            loss=loss,
+            lr=lr,
+            betas=betas,
+            ema_decay=ema_decay,
+            sampler=sampler,
+            sampling_steps=sampling_steps,
+            eta=eta,
+            seed=seed,
+        )
+        # [channel (U, V), (min, max)] in pixels per frame; symmetric unit range until fit records the data's.
+        self.register_buffer("flow_range", torch.tensor([[-1.0, 1.0], [-1.0, 1.0]]))
+
+    def build_denoiser(self) -> nn.Module:
+        hp = self.hparams
+        return FlowUNet3D(
+            base_channels=hp.base_channels,
+            channel_mults=tuple(hp.channel_mults),
+            num_res_blocks=hp.num_res_blocks,
+            spatial_attention=tuple(hp.spatial_attention or ["linear"] * len(hp.channel_mults)),
+            head_channels=hp.head_channels,
+            dropout=hp.dropout,
+            recompute=hp.recompute,
+        )
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "typical_flow_range"):
+            self.flow_range.copy_(torch.as_tensor(datamodule.typical_flow_range()))
+
+    def predict_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """Generate (I, U, V) videos, one per global sample index in ``batch`` (B,).
+
+        Returns:
+            ``{"index": (B,), "video": (B, 1, T, H, W) in [0, 1], "flow": (B, 2, T-1, H, W) pixels per frame}``;
+            the last flow frame (a copy of the one before it in the training data) is dropped.
+        """
+        out = super().predict_step(batch, batch_idx, dataloader_idx)
+        videos = out["video"]
+        flow = denormalise_flow(videos[:, 1:, :-1], self.flow_range.cpu())
+        return {"index": out["index"], "video": videos[:, :1], "flow": flow}

@@ -1,0 +1,219 @@
+"""Unconditional video diffusion on phase-contrast patch videos: the baseline of the optical-flow paper.
+
+Paper: "Neural Cell Video Synthesis via Optical-Flow Diffusion" (Serna-Aguilera et al.). The baseline is the video
+diffusion model of Ho et al. 2022 as implemented in lucidrains' video-diffusion-pytorch, which the paper adapts:
+epsilon prediction, cosine schedule with T = 1000 steps, L1 loss on the noise, Adam with learning rate 1e-4, an EMA
+copy of the weights (decay 0.995) for sampling. Data: 10-frame 128 x 128 patch videos with every channel in [0, 1]
+(Sec. 4.2-4.3), mapped here to [-1, 1] (Ho et al. 2020, Sec. 3.3); flips come from the datamodule.
+
+:class:`~cellgen.models.flow_video_diffusion.FlowVideoDiffusion` reuses all of this and swaps the denoiser.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cellgen.diffusion import DiffusionSchedule
+from cellgen.diffusion import sample as diffusion_sample
+from cellgen.models.base import CellgenModule
+from cellgen.nn.ema import update_ema, warmed_up_decay
+from cellgen.nn.unet3d import UNet3D
+
+SEED_STRIDE = 1_000_003  # sample i of seed s uses seed s * SEED_STRIDE + i
+
+
+class VideoDiffusion(CellgenModule):
+    """Epsilon-prediction DDPM on videos (B, C, T, H, W) with an EMA copy of the denoiser for sampling.
+
+    Args:
+        channels: video channels (1: phase-contrast intensity).
+        num_frames: frames per video T (paper Sec. 4.2: 10); must match the datamodule's ``num_frames``.
+        image_size: height and width (paper Sec. 4.2: 128); must match the datamodule's ``patch_size``.
+        base_channels: U-Net width of the first level.
+        channel_mults: U-Net width multiplier per level (reference defaults: base 64, (1, 2, 4, 8)).
+        num_res_blocks: residual blocks per level (Ho et al. 2022: 2).
+        spatial_attention: per level ``"linear"``, ``"full"`` or ``"none"`` (reference: linear at every level,
+            full attention in the middle).
+        head_channels: channels per attention head (reference: 32).
+        dropout: dropout inside residual blocks.
+        recompute: recompute norms, activations and attention in the backward pass instead of storing them
+            (ours: about a third less training memory for about a quarter more time).
+        schedule: noise schedule, ``cosine`` (reference) or ``linear``.
+        num_timesteps: diffusion steps T (reference: 1000).
+        loss: ``l1`` (paper and reference) or ``l2`` on the predicted noise.
+        lr: Adam learning rate (reference: 1e-4).
+        betas: Adam betas (PyTorch defaults, as in the reference).
+        ema_decay: EMA decay of the sampling weights (reference: 0.995); None disables the EMA copy. The decay
+            warms up as ``min(decay, (1 + n) / (10 + n))`` so short runs still sample well.
+        sampler: ``ddim`` or ``ddpm`` (ancestral, every step) for ``predict`` and sample logging.
+        sampling_steps: DDIM steps for ``predict`` (ignored by ``ddpm``).
+        eta: DDIM stochasticity (0 = deterministic given the initial noise).
+        seed: base seed of predicted samples; sample ``i`` uses ``seed * 1_000_003 + i``, so a sample never
+            depends on the batch size or the number of devices.
+    """
+
+    def __init__(
+        self,
+        channels: int = 1,
+        num_frames: int = 10,
+        image_size: int = 128,
+        base_channels: int = 64,
+        channel_mults: Sequence[int] = (1, 2, 4, 8),
+        num_res_blocks: int = 2,
+        spatial_attention: Sequence[str] | None = None,
+        head_channels: int = 32,
+        dropout: float = 0.0,
+        recompute: bool = True,
+        schedule: Literal["cosine", "linear"] = "cosine",
+        num_timesteps: int = 1000,
+        loss: Literal["l1", "l2"] = "l1",
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        ema_decay: float | None = 0.995,
+        sampler: Literal["ddim", "ddpm"] = "ddim",
+        sampling_steps: int = 50,
+        eta: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if loss not in ("l1", "l2"):
+            raise ValueError(f"loss must be 'l1' or 'l2', got {loss!r}")
+        factor = 2 ** (len(channel_mults) - 1)
+        if image_size % factor:
+            raise ValueError(f"image_size {image_size} must be divisible by {factor} for {len(channel_mults)} levels")
+        self.net = self.build_denoiser()
+        # The EMA copy is a frozen submodule: saved in checkpoints, never seen by the optimizer.
+        self.ema_net = copy.deepcopy(self.net).requires_grad_(False) if ema_decay else None
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long), persistent=bool(ema_decay))
+        self._schedule = DiffusionSchedule.create(schedule, num_timesteps)  # rebuilt from hparams, not saved
+
+    def build_denoiser(self) -> nn.Module:
+        """The network ``(x_t (B, C, T, H, W), t (B,)) -> eps (B, C, T, H, W)``; subclasses swap it."""
+        hp = self.hparams
+        return UNet3D(
+            in_channels=hp.channels,
+            base_channels=hp.base_channels,
+            channel_mults=tuple(hp.channel_mults),
+            num_res_blocks=hp.num_res_blocks,
+            spatial_attention=tuple(hp.spatial_attention or ["linear"] * len(hp.channel_mults)),
+            head_channels=hp.head_channels,
+            dropout=hp.dropout,
+            recompute=hp.recompute,
+        )
+
+    # ----------------------------------------------------------------------------------------- helpers
+
+    @property
+    def schedule(self) -> DiffusionSchedule:
+        """The noise schedule on this module's device."""
+        self._schedule = self._schedule.to(self.device)
+        return self._schedule
+
+    @property
+    def video_shape(self) -> tuple[int, int, int, int]:
+        """(C, T, H, W) of one generated video."""
+        hp = self.hparams
+        return hp.channels, hp.num_frames, hp.image_size, hp.image_size
+
+    def denoiser(self, use_ema: bool = True) -> nn.Module:
+        """The network used for sampling: the EMA copy when there is one and ``use_ema``."""
+        return self.ema_net if use_ema and self.ema_net is not None else self.net
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Predicted noise (B, C, T, H, W) for noisy videos x_t (B, C, T, H, W) in [-1, 1] at steps t (B,)."""
+        return self.net(x_t, t)
+
+    # ----------------------------------------------------------------------------------------- training
+
+    def compute_loss(self, batch: torch.Tensor, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """DDPM loss (Ho et al. 2020, Eq. 14) with L1 or L2 between true and predicted noise at a random step.
+
+        Args:
+            batch: (B, C, T, H, W) videos in [0, 1].
+        """
+        if tuple(batch.shape[1:]) != self.video_shape:
+            raise ValueError(
+                f"{type(self).__name__} is set up for (C, T, H, W) = {self.video_shape} but the data yields "
+                f"{tuple(batch.shape[1:])}: set model channels/num_frames/image_size to match the datamodule"
+            )
+        x0 = batch * 2.0 - 1.0
+        t = torch.randint(0, self.hparams.num_timesteps, (x0.shape[0],), device=x0.device)
+        noise = torch.randn_like(x0)
+        eps = self.net(self.schedule.q_sample(x0, t, noise), t).float()
+        loss = F.l1_loss(eps, noise) if self.hparams.loss == "l1" else F.mse_loss(eps, noise)
+        return loss, {}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+
+    def on_train_batch_end(self, outputs: object, batch: object, batch_idx: int) -> None:
+        if self.ema_net is None:
+            return
+        self.ema_updates += 1
+        update_ema(self.ema_net, self.net, warmed_up_decay(self.hparams.ema_decay, int(self.ema_updates.item())))
+
+    # ----------------------------------------------------------------------------------------- sampling
+
+    def sample_generators(self, indices: torch.Tensor | Sequence[int]) -> list[torch.Generator]:
+        """One generator per global sample index, so a sample never depends on batch size or device count."""
+        base = int(self.hparams.seed) * SEED_STRIDE
+        indices = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
+        return [torch.Generator(self.device).manual_seed(base + int(i)) for i in indices]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        generators: Sequence[torch.Generator],
+        sampler: Literal["ddim", "ddpm"] | None = None,
+        num_steps: int | None = None,
+        eta: float | None = None,
+        use_ema: bool = True,
+    ) -> torch.Tensor:
+        """Sample videos from pure noise, one per generator (bf16 autocast on GPU, fp32 arithmetic in the sampler).
+
+        Args:
+            generators: one torch.Generator per sample, on this module's device (see :meth:`sample_generators`).
+            sampler: ``ddim`` or ``ddpm`` (default: the ``sampler`` hyperparameter).
+            num_steps: DDIM steps (default: ``sampling_steps``); ignored by ``ddpm``.
+            eta: DDIM stochasticity (default: the ``eta`` hyperparameter).
+            use_ema: sample with the EMA weights when present.
+
+        Returns:
+            (B, C, T, H, W) videos in [0, 1].
+        """
+        sampler = sampler or self.hparams.sampler
+        net = self.denoiser(use_ema)
+        autocast = self.device.type == "cuda"
+
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+                return net(x_t, t).to(x_t.dtype)
+
+        x = diffusion_sample(
+            denoise,
+            self.schedule,
+            shape=(len(generators), *self.video_shape),
+            sampler=sampler,
+            num_steps=(num_steps or self.hparams.sampling_steps) if sampler == "ddim" else None,
+            eta=self.hparams.eta if eta is None else eta,
+            generator=list(generators),
+            clip_x0=(-1.0, 1.0),
+            device=self.device,
+        )
+        return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def predict_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """Generate one video per global sample index in ``batch`` (B,).
+
+        Returns:
+            ``{"index": (B,) long, "video": (B, C, T, H, W) in [0, 1]}`` for the prediction writer.
+        """
+        videos = self.generate(self.sample_generators(batch))
+        return {"index": batch.detach().cpu(), "video": videos.float().cpu()}
