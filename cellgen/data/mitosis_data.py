@@ -1,0 +1,333 @@
+"""Labelled windows for the MitosisDetector (Phan et al. 2019, Sec. III F-G).
+
+A mitosis is one point (t, y, x): t is the first frame of the daughters, (y, x) where the division happened. Points
+come from the lineage (``man_track.txt`` via :meth:`CTCSequence.divisions`), from a ``t,y,x[,score]`` CSV, or from a
+``x y frame id`` text file with ``%`` header lines (the HeLa ``02_GT/mitoses.txt``). The label volume marks each
+point and dilates it three times with a 3x3x3 cube (Sec. III G), i.e. a 7x7x7 block in (t, y, x) at the working
+resolution. Only the first N annotated frames are used for training (N >= k, the window length); the rest of the
+sequence is held out for testing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch.utils.data import DataLoader, Dataset
+
+from cellgen.data.base import CellgenDataModule
+from cellgen.data.ctc import CTCSequence
+from cellgen.data.errors import CellgenInputError
+from cellgen.data.event_frames import EpochSampler, FrameVolume, check_crop, crop_origin, load_volume, random_dihedral
+from cellgen.metrics.mitosis import read_points_csv
+
+# --------------------------------------------------------------------------------------------- points
+
+
+def read_mitosis_points(path: str | Path) -> np.ndarray:
+    """Mitosis points (N, 3) as (t, y, x) in original pixels, from a points CSV or an ``x y frame id`` list.
+
+    The whitespace format is recognised by its ``%`` header lines or by a first data line without commas
+    (latin-1, as the HeLa file from Ctk is).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CellgenInputError(path, "points file not found")
+    lines = [line.strip() for line in path.read_text(encoding="latin-1").splitlines() if line.strip()]
+    data = [line for line in lines if not line.startswith("%")]
+    if len(data) < len(lines) or (data and "," not in data[0]):
+        points = []
+        for number, line in enumerate(data, start=1):
+            fields = line.split()
+            try:
+                x, y, frame = (float(v) for v in fields[:3])
+            except ValueError as exc:
+                raise CellgenInputError(path, f"data line {number} is not 'x y frame [id]': {line!r}") from exc
+            points.append((frame, y, x))
+        return np.asarray(points, np.float64).reshape(-1, 3)
+    try:
+        return read_points_csv(path)[:, :3]
+    except ValueError as exc:
+        raise CellgenInputError(path, str(exc).removeprefix(f"{path}: ")) from exc
+
+
+def division_points(seq: CTCSequence) -> np.ndarray:
+    """Divisions of the lineage as points (N, 3) (t, y, x); divisions without a known location are skipped."""
+    points = [(d.frame, d.y, d.x) for d in seq.divisions() if np.isfinite(d.y) and np.isfinite(d.x)]
+    return np.asarray(points, np.float64).reshape(-1, 3)
+
+
+def label_volume(points: np.ndarray, shape: tuple[int, int, int], dilations: int = 3) -> np.ndarray:
+    """Binary mitosis labels (T, H, W): one voxel per point, dilated ``dilations`` times by a 3x3x3 cube.
+
+    Args:
+        points: (N, 3) (t, y, x) in volume coordinates (frame position, stored pixels); points outside the volume
+            in t are ignored, points outside in (y, x) are clipped to the border.
+        shape: (T, H, W).
+        dilations: paper Sec. III G: 3.
+
+    Returns:
+        float32 (T, H, W) in {0, 1}.
+    """
+    volume = np.zeros(shape, bool)
+    for t, y, x in np.asarray(points, np.float64).reshape(-1, 3):
+        ti = int(round(t))
+        if 0 <= ti < shape[0]:
+            volume[ti, int(np.clip(round(y), 0, shape[1] - 1)), int(np.clip(round(x), 0, shape[2] - 1))] = True
+    if dilations > 0 and volume.any():
+        volume = ndimage.binary_dilation(volume, np.ones((3, 3, 3), bool), iterations=dilations)
+    return volume.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- sequences
+
+
+@dataclass
+class MitosisSequence:
+    """One sequence split for training and testing.
+
+    Attributes:
+        volume: all frames, normalised and downscaled; ``volume.frames`` is (T, h, w).
+        points: (N, 3) mitosis points (t, y, x) with original frame indices and pixels, restricted to loaded frames.
+        train_frames: the first ``train_frames`` frames are the annotated training part, the rest the test part.
+    """
+
+    volume: FrameVolume
+    points: np.ndarray
+    train_frames: int
+
+    def local_points(self) -> np.ndarray:
+        """Points (N, 3) in volume coordinates: frame position and stored pixels."""
+        if not len(self.points):
+            return np.zeros((0, 3))
+        t = np.array([self.volume.local_index(int(round(v))) for v in self.points[:, 0]], np.float64)
+        return np.column_stack([t, self.volume.to_scaled(self.points[:, 1:3])])
+
+    @property
+    def first_test_frame(self) -> int | None:
+        """Original index of the first held-out frame (None when every frame is used for training)."""
+        idx = self.volume.indices
+        return idx[self.train_frames] if self.train_frames < len(idx) else None
+
+    def split_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """(training points, test points), both (N, 3) (t, y, x) in original frames and pixels."""
+        first = self.first_test_frame
+        if first is None:
+            return self.points, self.points[:0]
+        train = self.points[:, 0] < first
+        return self.points[train], self.points[~train]
+
+
+def load_mitosis_sequence(
+    path: str | Path, points_file: str | None, train_frames: int, downscale: float
+) -> MitosisSequence:
+    """Frames and mitosis points of one sequence; points from ``points_file`` or else from the lineage."""
+    seq = CTCSequence(path)
+    volume = load_volume(seq, downscale)
+    points = read_mitosis_points(points_file) if points_file else division_points(seq)
+    if len(points):
+        points = points[np.isin(np.round(points[:, 0]).astype(int), volume.indices)]
+    if not 1 <= train_frames <= len(volume.indices):
+        raise CellgenInputError(seq.path, f"train_frames {train_frames} is outside 1..{len(volume.indices)}")
+    return MitosisSequence(volume, points, train_frames)
+
+
+# --------------------------------------------------------------------------------------------- training windows
+
+
+class MitosisWindowDataset(Dataset):
+    """Random training windows ``(frames, labels)``, each (1, k, c, c), from the first N frames of each sequence.
+
+    With probability ``event_fraction`` a window is placed so that it contains a training mitosis (a cheap answer to
+    the class imbalance: a random 96 px crop rarely holds one); otherwise it is uniform. Flips and 90-degree
+    rotations are identical across the window and its labels.
+
+    Args:
+        frames: per sequence, float32 (N, H, W) training frames.
+        labels: per sequence, float32 (N, H, W) dilated labels.
+        points: per sequence, (M, 3) training points in volume coordinates (for event-centred windows).
+        window: frames per window k.
+        crop_size: square crop side (None: whole frames).
+        samples: windows per epoch.
+        event_fraction: share of windows that contain a mitosis.
+        augment: dihedral augmentation.
+        seed: base seed; each index names one reproducible window.
+    """
+
+    def __init__(
+        self,
+        frames: list[np.ndarray],
+        labels: list[np.ndarray],
+        points: list[np.ndarray],
+        window: int,
+        crop_size: int | None,
+        samples: int,
+        event_fraction: float = 0.5,
+        augment: bool = True,
+        seed: int = 0,
+    ) -> None:
+        check_crop(frames, crop_size)
+        self.frames, self.labels, self.window = frames, labels, window
+        self.points = [p[(p[:, 0] >= 0) & (p[:, 0] < len(f))] for p, f in zip(points, frames, strict=True)]
+        self.crop_size, self.samples = crop_size, samples
+        self.event_fraction, self.augment, self.seed = event_fraction, augment, seed
+        weights = np.array([len(f) - window + 1 for f in frames], np.float64)
+        self.weights = weights / weights.sum()
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index])
+        pool = [i for i, p in enumerate(self.points) if len(p)]
+        near = None
+        if pool and rng.random() < self.event_fraction:
+            s = pool[int(rng.integers(len(pool)))]
+            near = self.points[s][int(rng.integers(len(self.points[s])))]
+        else:
+            s = int(rng.choice(len(self.frames), p=self.weights))
+        frames, labels, k = self.frames[s], self.labels[s], self.window
+        if near is None:
+            t0 = int(rng.integers(len(frames) - k + 1))
+        else:
+            t = int(round(near[0]))
+            t0 = int(rng.integers(max(0, t - k + 1), min(t, len(frames) - k) + 1))
+        clip, target = frames[t0 : t0 + k], labels[t0 : t0 + k]
+        if self.crop_size is not None:
+            y, x = crop_origin(clip.shape[1:], self.crop_size, rng, None if near is None else tuple(near[1:]))
+            clip = clip[:, y : y + self.crop_size, x : x + self.crop_size]
+            target = target[:, y : y + self.crop_size, x : x + self.crop_size]
+        if self.augment:
+            clip, target = random_dihedral([clip, target], rng)
+        return torch.from_numpy(np.ascontiguousarray(clip))[None], torch.from_numpy(np.ascontiguousarray(target))[None]
+
+
+class MitosisDataModule(CellgenDataModule):
+    """Mitosis training windows from the first N frames; whole sequences for prediction.
+
+    Training batches are ``(frames, labels)``, each (B, 1, k, c, c). Prediction yields one dict per sequence with
+    the whole volume ``frames`` (T, h, w) and what is needed to map detections back and score them.
+
+    Args:
+        sequences: raw-frame folders; empty means the embedded demo data.
+        demo_flavour: demo flavour to fall back to.
+        points: per sequence, a points file (CSV ``t,y,x`` or ``x y frame id``) or null for the lineage.
+        train_frames: annotated frames N used for training (paper Sec. IV: 18); the rest is the test part.
+        window: frames per window k; None takes the model's ``sequence_length`` (paper: the estimated k).
+        downscale: frame scale factor (paper Sec. IV A: 1/4).
+        crop_size: square crop side in downscaled pixels (None: whole frames).
+        batch_size: windows per batch.
+        samples_per_epoch: windows per epoch.
+        event_fraction: share of windows placed on a training mitosis.
+        dilations: 3x3x3 dilations of each label point (paper Sec. III G: 3).
+        augment: flips and 90-degree rotations.
+        num_workers: DataLoader workers.
+        seed: sampling seed.
+    """
+
+    def __init__(
+        self,
+        sequences: list[str] | None = None,
+        demo_flavour: str = "fluo",
+        points: list[str | None] | None = None,
+        train_frames: int = 18,
+        window: int | None = None,
+        downscale: float = 1.0,
+        crop_size: int | None = 96,
+        batch_size: int = 4,
+        samples_per_epoch: int = 256,
+        event_fraction: float = 0.5,
+        dilations: int = 3,
+        augment: bool = True,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(sequences, demo_flavour)
+        self.save_hyperparameters()
+        if points and len(points) != len(self.sequence_paths):
+            raise CellgenInputError(None, f"{len(points)} points files for {len(self.sequence_paths)} sequences")
+        self._sequences: list[MitosisSequence] | None = None
+        self.train_set: MitosisWindowDataset | None = None
+
+    def mitosis_sequences(self) -> list[MitosisSequence]:
+        """The loaded, split sequences (read once)."""
+        if self._sequences is None:
+            seqs = self.resolve_sequences()
+            files = self.hparams.points or [None] * len(seqs)
+            self._sequences = [
+                load_mitosis_sequence(seq.path, f, self.hparams.train_frames, self.hparams.downscale)
+                for seq, f in zip(seqs, files, strict=True)
+            ]
+        return self._sequences
+
+    def use_sequences(self, sequences: list[MitosisSequence]) -> None:
+        """Serve already loaded sequences (a sweep loads a video once for many runs); resets the training set."""
+        self._sequences = list(sequences)
+        self.train_set = None
+
+    def window_length(self) -> int:
+        """k: the configured ``window`` or, when None, the attached model's ``sequence_length``."""
+        if self.hparams.window is not None:
+            return int(self.hparams.window)
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        if model is None or "sequence_length" not in model.hparams:
+            raise CellgenInputError(None, "window is not set and no model with sequence_length is attached")
+        return int(model.hparams.sequence_length)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage not in (None, "fit") or self.train_set is not None:
+            return
+        k, n = self.window_length(), self.hparams.train_frames
+        if n < k:
+            raise CellgenInputError(None, f"train_frames {n} < window {k}", "the paper needs N >= k annotated frames")
+        frames, labels, points = [], [], []
+        for item in self.mitosis_sequences():
+            train = item.volume.frames[:n]
+            local = item.local_points()
+            local = local[local[:, 0] < n]
+            frames.append(train)
+            labels.append(label_volume(local, train.shape, self.hparams.dilations))
+            points.append(local)
+        self.train_set = MitosisWindowDataset(
+            frames,
+            labels,
+            points,
+            k,
+            self.hparams.crop_size,
+            self.hparams.samples_per_epoch,
+            self.hparams.event_fraction,
+            self.hparams.augment,
+            self.hparams.seed,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set,
+            batch_size=self.hparams.batch_size,
+            sampler=EpochSampler(len(self.train_set)),
+            num_workers=self.hparams.num_workers,
+        )
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(_PredictSequences(self.mitosis_sequences()), batch_size=None, collate_fn=_as_is)
+
+
+class _PredictSequences(Dataset):
+    """One dict per sequence: ``frames`` (T, h, w) tensor plus the split (kept as plain Python/numpy objects)."""
+
+    def __init__(self, sequences: list[MitosisSequence]) -> None:
+        self.sequences = sequences
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.sequences[index]
+        return {"frames": torch.from_numpy(item.volume.frames), "sequence": item, "index": index}
+
+
+def _as_is(sample: dict) -> dict:
+    return sample

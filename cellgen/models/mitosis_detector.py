@@ -1,0 +1,269 @@
+"""MitosisDetector: the bidirectional ConvLSTM M3 of Phan et al. 2019 (Sec. III F-G).
+
+Training (Sec. III G): windows of k frames (k from the EventLengthEstimator) from the first N annotated frames,
+labels are the dilated mitosis points, loss is the BCE of Eq. 13, optimiser RMSprop with lr 1e-3. The paper uses
+plain BCE; ``pos_weight`` optionally up-weights the rare mitosis voxels, and the data module places half of the
+windows on a mitosis (``event_fraction``) - both are documented departures for small CPU budgets.
+
+Inference (Sec. III G): windows of k frames at stride 2 over the whole sequence; the per-voxel probabilities of
+overlapping windows are summed and divided by the number of windows that saw each frame. The probability volume is
+binarised at a threshold fixed on the training frames (never on the test frames), split into 3-D connected
+components, and each component's centre of mass is one detection (t, y, x, score = the component's peak). Frames may
+be downscaled (paper: 1/4); detections are mapped back to original pixels before they are scored or written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+from torch.nn import functional as F
+
+from cellgen.data.mitosis_data import MitosisSequence
+from cellgen.metrics.mitosis import score_detections, write_points_csv
+from cellgen.models.base import CellgenModule
+from cellgen.nn.convlstm import BidirectionalConvLSTM
+
+CALIBRATION_THRESHOLDS = tuple(np.round(np.concatenate([[0.02, 0.03], np.arange(0.05, 0.951, 0.05)]), 3))
+
+
+class BidirectionalMitosisNet(nn.Module):
+    """Frames (B, 1, T, H, W) -> mitosis logits (B, 1, T, H, W) (Sec. III F).
+
+    Forward and backward ConvLSTMs (``hidden`` channels each) are concatenated, followed by dropout, a 3x3 and a 1x1
+    convolution; the sigmoid is left to the loss.
+    """
+
+    def __init__(self, hidden: int = 16, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.lstm = BidirectionalConvLSTM(1, hidden, kernel_size=3)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Sequential(
+            nn.Conv2d(2 * hidden, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, 1, 1)
+        )
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, _, t, h, w = frames.shape
+        features = self.dropout(self.lstm(frames.transpose(1, 2)))  # (B, T, 2 hidden, H, W)
+        logits = self.head(features.reshape(b * t, -1, h, w))
+        return logits.reshape(b, t, 1, h, w).transpose(1, 2)
+
+
+# --------------------------------------------------------------------------------------------- inference helpers
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """First frames of the windows: every ``stride`` frames, plus one flush with the end so every frame is seen."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+@torch.no_grad()
+def window_probabilities(net: nn.Module, frames: torch.Tensor, window: int, stride: int = 2) -> torch.Tensor:
+    """Average of the sigmoid outputs of all windows covering each frame (Sec. III G).
+
+    Args:
+        net: maps (1, 1, k, H, W) to logits of the same shape.
+        frames: (T, H, W).
+        window: k; a sequence shorter than k is one shorter window.
+        stride: frames between window starts (paper: 2).
+
+    Returns:
+        (T, H, W) probabilities.
+    """
+    total = torch.zeros_like(frames, dtype=torch.float32)
+    count = torch.zeros(frames.shape[0], dtype=torch.float32, device=frames.device)
+    for start in window_starts(frames.shape[0], window, stride):
+        clip = frames[start : start + window]
+        total[start : start + len(clip)] += torch.sigmoid(net(clip[None, None].float()))[0, 0]
+        count[start : start + len(clip)] += 1
+    return total / count[:, None, None]
+
+
+def detect_components(probability: np.ndarray, threshold: float, min_voxels: int = 1) -> np.ndarray:
+    """Detections (M, 4) (t, y, x, score) in volume coordinates from a (T, H, W) probability volume.
+
+    Each 3-D connected component (26-connectivity) of ``probability > threshold`` with at least ``min_voxels``
+    voxels gives its probability-weighted centre of mass and its peak probability as score.
+    """
+    binary = probability > threshold
+    labels, count = ndimage.label(binary, structure=np.ones((3, 3, 3), bool))
+    if count == 0:
+        return np.zeros((0, 4))
+    index = np.arange(1, count + 1)
+    sizes = ndimage.sum(binary, labels, index)
+    centres = np.asarray(ndimage.center_of_mass(probability, labels, index), np.float64).reshape(-1, 3)
+    peaks = np.asarray(ndimage.maximum(probability, labels, index), np.float64)
+    keep = sizes >= min_voxels
+    return np.column_stack([centres[keep], peaks[keep]])
+
+
+def to_original(detections: np.ndarray, sequence: MitosisSequence) -> np.ndarray:
+    """Volume coordinates (t position, stored px) -> original (frame index, px) of (M, 4) detections."""
+    if not len(detections):
+        return detections.reshape(0, 4)
+    indices = np.asarray(sequence.volume.indices)
+    positions = np.clip(np.round(detections[:, 0]).astype(int), 0, len(indices) - 1)
+    yx = sequence.volume.to_full(detections[:, 1:3])
+    return np.column_stack([indices[positions], yx, detections[:, 3]])
+
+
+def calibrate_threshold(
+    probability: np.ndarray,
+    sequence: MitosisSequence,
+    spatial_tol: float,
+    temporal_tol: int,
+    min_voxels: int = 1,
+    thresholds: tuple[float, ...] = CALIBRATION_THRESHOLDS,
+) -> tuple[float, float]:
+    """Threshold with the best F1 on the training frames only (Sec. III G: fixed on training data).
+
+    Args:
+        probability: (T, H, W) of the whole sequence; only detections in the first ``train_frames`` count.
+        sequence: gives the training points and the coordinate mapping.
+        spatial_tol: matching radius in original pixels.
+        temporal_tol: matching tolerance in frames.
+        min_voxels: smallest component kept.
+        thresholds: candidates; ties go to the higher threshold (fewer false positives).
+
+    Returns:
+        (threshold, training F1).
+    """
+    train_points, _ = sequence.split_points()
+    best = (0.5, -1.0)
+    for threshold in thresholds:
+        found = detect_components(probability[: sequence.train_frames], threshold, min_voxels)
+        f1 = score_detections(train_points, to_original(found, sequence), spatial_tol, temporal_tol)["f1"]
+        if f1 >= best[1]:
+            best = (float(threshold), float(f1))
+    return best
+
+
+# --------------------------------------------------------------------------------------------- module
+
+
+class MitosisDetector(CellgenModule):
+    """M3 of Phan et al. (Sec. III F-G): a bidirectional ConvLSTM that marks mitoses in (t, y, x).
+
+    Batches from :class:`~cellgen.data.mitosis_data.MitosisDataModule`: ``(frames, labels)`` each (B, 1, k, H, W)
+    for training; one dict per sequence for prediction.
+
+    Args:
+        sequence_length: window length k (frames); set it from ``cellgen estimate-k`` (its ``k.yaml``).
+        hidden_channels: channels per ConvLSTM direction (paper: 16).
+        dropout: dropout on the concatenated features (paper: 0.3).
+        lr: RMSprop learning rate (paper: 1e-3).
+        pos_weight: BCE weight of mitosis voxels (None: plain BCE, Eq. 13).
+        stride: frames between inference windows (paper: 2).
+        threshold: binarisation of the averaged probabilities; None calibrates it on the training frames at
+            prediction time.
+        min_voxels: smallest 3-D component that counts as a detection.
+        spatial_tol: matching radius (original pixels) for calibration and the printed scores.
+        temporal_tol: matching tolerance (frames) for calibration.
+        output_dir: where prediction writes ``<dataset>_<sequence>_mitoses.csv``; None: ``<default_root_dir>/mitoses``.
+    """
+
+    def __init__(
+        self,
+        sequence_length: int = 8,
+        hidden_channels: int = 16,
+        dropout: float = 0.3,
+        lr: float = 1e-3,
+        pos_weight: float | None = None,
+        stride: int = 2,
+        threshold: float | None = None,
+        min_voxels: int = 1,
+        spatial_tol: float = 10.0,
+        temporal_tol: int = 1,
+        output_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        # Prediction-time options stay out of the checkpoint: LightningCLI lets a checkpoint's hyperparameters
+        # override the command line, and these must remain settable when predicting with a trained model.
+        self.save_hyperparameters(ignore=["threshold", "output_dir"])
+        self.threshold = threshold
+        self.output_dir = output_dir
+        if sequence_length < 1 or stride < 1:
+            raise ValueError(f"sequence_length and stride must be positive, got {sequence_length}, {stride}")
+        self.net = BidirectionalMitosisNet(hidden_channels, dropout)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Mitosis logits (B, 1, T, H, W) of frames (B, 1, T, H, W) in [0, 1]."""
+        return self.net(frames)
+
+    def compute_loss(self, batch: Any, stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        frames, labels = batch
+        logits = self(frames)
+        weight = None if self.hparams.pos_weight is None else torch.tensor(self.hparams.pos_weight).to(logits)
+        loss = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=weight)  # Eq. 13
+        return loss, {"label_fraction": labels.mean()}
+
+    def probabilities(self, frames: torch.Tensor) -> np.ndarray:
+        """Window-averaged probabilities (T, H, W) of a whole volume (T, H, W), in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            probability = window_probabilities(
+                self.net, frames.to(self.device), self.hparams.sequence_length, self.hparams.stride
+            )
+        finally:
+            self.train(was_training)
+        return probability.cpu().numpy()
+
+    def detect(self, sequence: MitosisSequence) -> dict[str, Any]:
+        """Detect mitoses in one sequence and score them where annotations exist.
+
+        Returns:
+            ``{"threshold", "train_f1", "detections" (M, 4) original (t, y, x, score) in the test frames,
+            "probability" (T, h, w), "scores" {tolerance: metrics} on the test frames}``.
+        """
+        probability = self.probabilities(torch.from_numpy(sequence.volume.frames))
+        hp = self.hparams
+        threshold, train_f1 = self.threshold, None
+        if threshold is None:
+            threshold, train_f1 = calibrate_threshold(
+                probability, sequence, hp.spatial_tol, hp.temporal_tol, hp.min_voxels
+            )
+        found = to_original(detect_components(probability, threshold, hp.min_voxels), sequence)
+        first = sequence.first_test_frame
+        test = found[found[:, 0] >= first] if first is not None else found[:0]
+        _, test_points = sequence.split_points()
+        scores = {tol: score_detections(test_points, test, hp.spatial_tol, tol) for tol in (1, 3)}
+        return {
+            "threshold": threshold,
+            "train_f1": train_f1,
+            "detections": test,
+            "probability": probability,
+            "scores": scores,
+        }
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
+        """Detect, write the test-frame detections as CSV, print one JSON line (scores on the held-out frames)."""
+        sequence: MitosisSequence = batch["sequence"]
+        result = self.detect(sequence)
+        path = sequence.volume.path
+        folder = Path(self.output_dir or Path(self.trainer.default_root_dir) / "mitoses")
+        csv_path = write_points_csv(folder / f"{path.parent.name}_{path.name}_mitoses.csv", result["detections"])
+        summary = {
+            "sequence": str(path),
+            "csv": str(csv_path),
+            "threshold": result["threshold"],
+            "train_f1": result["train_f1"],
+            "test_frames": len(sequence.volume.indices) - sequence.train_frames,
+            "detections": len(result["detections"]),
+            **{f"f1_t{tol}": round(m["f1"], 4) for tol, m in result["scores"].items()},
+        }
+        print(json.dumps(summary))
+        return summary
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.RMSprop(self.parameters(), lr=self.hparams.lr)
