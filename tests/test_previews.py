@@ -6,6 +6,7 @@ from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
+from skimage.segmentation import find_boundaries
 
 from cellgen.callbacks.previews import outline_overlay, side_by_side, to_uint8, write_gif
 
@@ -36,3 +37,18 @@ def test_scaling_and_side_by_side() -> None:
     assert scaled.min() == 0 and scaled.max() == 255
     both = side_by_side(scaled, scaled[:, :3], gap=2)
     assert both.shape == (2, 4, 10)
+
+
+def test_comparison_still_puts_real_left_and_synthetic_right(demo_dataset: Path, tmp_path: Path) -> None:
+    from cellgen.callbacks.previews import comparison_still, write_png
+    from cellgen.data.ctc import CTCSequence
+
+    real, synthetic = demo_dataset / "Demo-Fluo" / "01", demo_dataset / "Demo-Fluo" / "02"
+    still = comparison_still(real, synthetic, frames=(0, -1), size=64)
+    assert still.shape == (2 * 64 + 6, 2 * 64 + 6, 3) and still.dtype == np.uint8
+    # outlines are drawn in red where the real frame-0 mask has its boundary
+    mask = CTCSequence(real).tra_mask(0)[96:160, 96:160]
+    assert (still[:64, :64][find_boundaries(mask, mode="inner")] == (255, 64, 64)).all()
+    assert (still[:, 64:70] == 255).all()  # the white gap between the two columns
+    path = write_png(tmp_path / "still.png", still)
+    assert np.array_equal(imageio.imread(path), still)

@@ -63,3 +63,47 @@ def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 4) -> np.ndarra
 
     spacer = np.full((frames, height, gap) + left.shape[3:], 255, np.uint8)
     return np.concatenate([pad(left), spacer, pad(right)], axis=2)
+
+
+def comparison_still(
+    real_sequence: str | Path,
+    synthetic_sequence: str | Path,
+    frames: tuple[int, ...] = (0, -1),
+    size: int = 384,
+) -> np.ndarray:
+    """An (R, W, 3) uint8 still: rows of [real frame | synthetic frame], both with their TRA outlines.
+
+    For the README's side-by-side figure: a reader sees at a glance whether texture and annotation look real.
+    Each frame is centre-cropped to at most ``size`` pixels and scaled on its own percentiles.
+
+    Args:
+        real_sequence: a CTC raw-frame folder with ``_GT/TRA`` beside it (e.g. ``.../01``).
+        synthetic_sequence: a sequence written by ``cellgen synthesize``.
+        frames: frame indices (negative counts from the end) per row.
+        size: crop side in pixels.
+    """
+    from cellgen.data.ctc import CTCSequence
+
+    rows = []
+    for index in frames:
+        pair = []
+        for path in (real_sequence, synthetic_sequence):
+            seq = CTCSequence(path)
+            t = seq.frame_indices[index]
+            image, mask = seq.image(t), seq.tra_mask(t)
+            h, w = image.shape
+            y0, x0 = max(0, (h - size) // 2), max(0, (w - size) // 2)
+            crop = (slice(y0, y0 + size), slice(x0, x0 + size))
+            pair.append(outline_overlay(to_uint8(image[crop][None]), mask[crop][None])[0])
+        rows.append(side_by_side(pair[0][None], pair[1][None], gap=6)[0])
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(rows)[:-6]
+
+
+def write_png(path: str | Path, image: np.ndarray) -> Path:
+    """Write an (H, W[, 3]) uint8 image as PNG, atomically."""
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        imageio.imwrite(tmp, image, format="PNG")
+    return path
