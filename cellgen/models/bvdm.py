@@ -134,12 +134,12 @@ class BVDM(CellgenModule):
     def sequence_seed(self, index: int) -> int:
         return int(self.hparams.seed) * 1_000_003 + int(index)
 
-    def synthesize(self, index: int, **overrides: Any):
+    def synthesize(self, index: int, progress: bool = False, **overrides: Any):
         """Synthesise sequence ``index`` (see :func:`cellgen.synth.pipeline.synthesize_sequence`)."""
         from cellgen.synth.pipeline import SynthesisSettings, synthesize_sequence
 
         settings = SynthesisSettings.from_module(self, **overrides)
-        return synthesize_sequence(self, self.sequence_seed(index), settings)
+        return synthesize_sequence(self, self.sequence_seed(index), settings, progress=progress)
 
     def predict_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> list:
         """Each item of ``batch`` is a sequence index; returns the synthesised sequences for the writer."""

@@ -78,7 +78,7 @@ def synthesize(
     )
     with autocast:
         for i in tqdm(range(first_index, first_index + num_sequences), desc="synthesising", unit="seq"):
-            sequence = model.synthesize(i, **overrides)
+            sequence = model.synthesize(i, progress=True, **overrides)
             path = write_synthetic_sequence(out_dir, i, sequence, overwrite)
             parents = {t.parent for t in sequence.tracks.values() if t.parent}
             written.append({"path": str(path), "tracks": len(sequence.tracks), "divisions": len(parents)})

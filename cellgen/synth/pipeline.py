@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from kornia.geometry.transform import warp_affine
 from scipy import ndimage
+from tqdm import tqdm
 
 from cellgen.data.ctc import Track
 from cellgen.flow import warp_by_flow
@@ -153,8 +154,13 @@ def _to_raw(texture: np.ndarray, intensity_range: tuple[float, float]) -> np.nda
 
 
 @torch.no_grad()
-def synthesize_sequence(model: BVDM, seed: int, settings: SynthesisSettings) -> SynthesizedSequence:
-    """Synthesise one annotated sequence with the model's networks and fitted shape model."""
+def synthesize_sequence(
+    model: BVDM, seed: int, settings: SynthesisSettings, progress: bool = False
+) -> SynthesizedSequence:
+    """Synthesise one annotated sequence with the model's networks and fitted shape model.
+
+    ``progress`` shows a per-frame bar (a 92-frame sequence takes minutes on a CPU).
+    """
     if model.shape_state is None:
         raise ValueError("this BVDM model has no fitted shape model; train it with `cellgen fit` first")
     shape = ShapeModel.from_dict(model.shape_state)
@@ -171,7 +177,8 @@ def synthesize_sequence(model: BVDM, seed: int, settings: SynthesisSettings) -> 
     background = background_image(rng, stats, settings.height, settings.width)
     images = np.empty((settings.frames, settings.height, settings.width), out_dtype)
     previous: dict[int, torch.Tensor] = {}
-    for t, cells in enumerate(layout.cell_frames):
+    frames = tqdm(layout.cell_frames, desc=f"seed {seed}", unit="frame", leave=False, disable=not progress)
+    for t, cells in enumerate(frames):
         frame = background.astype(np.float64)
         if cells:
             textures = texture_frame(model, cells, previous, seed, settings)
