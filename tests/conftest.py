@@ -43,3 +43,14 @@ def shared_sequence(relative: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real data not available: {path}")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a busy shared CPU, OpenMP threads spin-wait and small ConvLSTM/U-Net fits take minutes."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -187,15 +187,6 @@ class _Losses(L.Callback):
         self.values.append(float(outputs["loss"]))
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: on a busy shared CPU, OpenMP threads spin-wait and a tiny fit takes minutes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_segmenter_fits_demo_data(small_demo: Path, one_thread: None) -> None:
     L.seed_everything(0, verbose=False)
     data = SegmentationDataModule([str(small_demo / "01")], crop_size=32, batch_size=4, samples_per_epoch=160)

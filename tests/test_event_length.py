@@ -26,15 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny" / "event_length.yaml")
 
 
-@pytest.fixture
-def one_thread():
-    """Small ConvLSTM steps run far faster on one thread when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _blob_stack(durations: list[int], frames: int = 12, size: int = 40) -> np.ndarray:
     """bool (T, H, W) with one 5x5 square per duration, separated in space, lasting that many frames."""
     stack = np.zeros((frames, size, size), bool)

@@ -13,8 +13,8 @@ import torch
 from cellgen.cli import main
 from cellgen.data.event_frames import FrameVolume
 from cellgen.data.mitosis_data import MitosisSequence, MitosisWindowDataset, label_volume, read_mitosis_points
+from cellgen.metrics.commands import evaluate_mitosis_command
 from cellgen.metrics.mitosis import read_points_csv, write_points_csv
-from cellgen.models.event_commands import evaluate_mitosis
 from cellgen.models.mitosis_detector import (
     BidirectionalMitosisNet,
     calibrate_threshold,
@@ -26,15 +26,6 @@ from cellgen.models.mitosis_detector import (
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny" / "mitosis_detector.yaml")
-
-
-@pytest.fixture
-def one_thread():
-    """Small ConvLSTM steps run far faster on one thread when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _sequence(frames: int = 8, size: tuple[int, int] = (25, 30), full: tuple[int, int] = (100, 120), points=()):
@@ -162,11 +153,11 @@ def test_evaluate_mitosis_prints_json(tmp_path: Path, capsys: pytest.CaptureFixt
     with gt.open("w", newline="") as f:
         csv.writer(f).writerows([["t", "y", "x"], [5, 10, 10], [9, 50, 50], [20, 80, 80]])
     pred = write_points_csv(tmp_path / "pred.csv", np.array([[6, 12, 11, 0.9], [9, 70, 50, 0.8], [30, 0, 0, 0.7]]))
-    assert evaluate_mitosis(str(gt), str(pred), spatial_tol=10, temporal_tol=1) == 0
+    assert evaluate_mitosis_command(gt=str(gt), pred=str(pred), spatial_tol=10, temporal_tol=1) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (result["tp"], result["fp"], result["fn"]) == (1, 2, 2)
     assert result["f1"] == pytest.approx(2 / 6) and result["precision"] == pytest.approx(1 / 3)
-    assert evaluate_mitosis(str(gt), str(pred), temporal_tol=1, first_frame=8, last_frame=25) == 0
+    assert evaluate_mitosis_command(gt=str(gt), pred=str(pred), temporal_tol=1, first_frame=8, last_frame=25) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tp"] == 0
 
 

@@ -356,7 +356,7 @@ def evaluate_mitosis_command(
     first_frame: int | None = None,
     last_frame: int | None = None,
 ) -> int:
-    """Mitosis detection precision/recall/F1 against ground truth (cellgen.models.event_commands.evaluate_mitosis).
+    """Mitosis detection precision/recall/F1 against ground truth; the last line is JSON (precision ... fn).
 
     Args:
         gt: a points CSV (t,y,x), an 'x y frame id' list (HeLa mitoses.txt) or a CTC sequence folder.
@@ -367,9 +367,28 @@ def evaluate_mitosis_command(
         first_frame: score only events and detections from this frame on.
         last_frame: and up to this frame (inclusive).
     """
-    from cellgen.models.event_commands import evaluate_mitosis
+    from cellgen.data.mitosis_data import division_points, read_mitosis_points
+    from cellgen.metrics.mitosis import RULES, read_points_csv, score_detections
 
-    return evaluate_mitosis(gt, pred, spatial_tol, temporal_tol, rule, first_frame, last_frame)
+    if rule not in RULES:
+        raise CellgenInputError(None, f"rule must be one of {RULES}, got {rule!r}")
+    if spatial_tol < 0 or temporal_tol < 0:
+        raise CellgenInputError(None, "tolerances must be >= 0")
+    gt_points = division_points(CTCSequence(gt)) if Path(gt).is_dir() else read_mitosis_points(gt)
+    if not Path(pred).is_file():
+        raise CellgenInputError(pred, "predictions file not found")
+    try:
+        pred_points = read_points_csv(pred)
+    except ValueError as exc:
+        raise CellgenInputError(pred, str(exc).removeprefix(f"{pred}: ")) from exc
+    lo = -np.inf if first_frame is None else first_frame
+    hi = np.inf if last_frame is None else last_frame
+    gt_points = gt_points[(gt_points[:, 0] >= lo) & (gt_points[:, 0] <= hi)]
+    pred_points = pred_points[(pred_points[:, 0] >= lo) & (pred_points[:, 0] <= hi)]
+    metrics = score_detections(gt_points, pred_points, spatial_tol, temporal_tol, rule)
+    print(f"{len(gt_points)} events in {gt}, {len(pred_points)} detections in {pred}")
+    print(json.dumps({**metrics, "spatial_tol": spatial_tol, "temporal_tol": temporal_tol, "rule": rule}))
+    return 0
 
 
 EVALUATE = {

@@ -1,4 +1,4 @@
-"""Cell-event commands of the CLI: ``cellgen estimate-k``, ``cellgen mitosis-sweep`` and mitosis scoring.
+"""Cell-event commands of the CLI: ``cellgen estimate-k``, ``cellgen mitosis-sweep``.
 
 Plain typed functions; jsonargparse builds their options (and ``--config``) from the signatures. Each returns 0 on
 success and raises :class:`~cellgen.data.errors.CellgenInputError` on bad input; the last printed line is JSON.
@@ -196,7 +196,7 @@ def mitosis_sweep(
     For every (k, N) with N >= k a fresh detector is trained for ``steps`` steps on the first N frames, its
     threshold is fixed on those frames, and it is scored on the held-out frames. Writes ``OUT/table.csv``,
     ``OUT/heatmap.png`` (one panel per temporal tolerance; the estimated k is outlined) and each run's test-frame
-    detections as ``OUT/detections/k{k}_n{N}.csv`` (for ``evaluate_mitosis``), and ends with one JSON line. The
+    detections as ``OUT/detections/k{k}_n{N}.csv`` (for ``cellgen evaluate mitosis``), and ends with one JSON line. The
     default budget (1/4 scale, 64 px crops, 150 steps) finishes in minutes on a CPU.
 
     Args:
@@ -380,52 +380,3 @@ def _plot_heatmap(
     fig.suptitle(f"{sequence.parent.name}/{sequence.name}{marker}", fontsize=9)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
-
-
-# --------------------------------------------------------------------------------------------- scoring
-
-
-def evaluate_mitosis(
-    gt: str,
-    pred: str,
-    spatial_tol: float = 10.0,
-    temporal_tol: int = 3,
-    rule: str = "hungarian",
-    first_frame: int | None = None,
-    last_frame: int | None = None,
-) -> int:
-    """Score mitosis detections against ground truth; the last line is JSON (precision, recall, f1, tp, fp, fn).
-
-    Args:
-        gt: a points CSV (``t,y,x``), an ``x y frame id`` list (HeLa ``mitoses.txt``) or a CTC sequence folder
-            (divisions of its lineage).
-        pred: detections CSV (``t,y,x[,score]``) as written by the MitosisDetector.
-        spatial_tol: matching radius in pixels (inclusive).
-        temporal_tol: matching tolerance in frames (inclusive).
-        rule: ``hungarian`` (one-to-one) or ``lenient`` (an event is found if any detection is near it).
-        first_frame: score only events and detections from this frame on (e.g. the first held-out frame).
-        last_frame: and up to this frame (inclusive).
-    """
-    from cellgen.data.ctc import CTCSequence
-    from cellgen.data.mitosis_data import division_points, read_mitosis_points
-    from cellgen.metrics.mitosis import RULES, read_points_csv, score_detections
-
-    if rule not in RULES:
-        raise CellgenInputError(None, f"rule must be one of {RULES}, got {rule!r}")
-    if spatial_tol < 0 or temporal_tol < 0:
-        raise CellgenInputError(None, "tolerances must be >= 0")
-    gt_points = division_points(CTCSequence(gt)) if Path(gt).is_dir() else read_mitosis_points(gt)
-    if not Path(pred).is_file():
-        raise CellgenInputError(pred, "predictions file not found")
-    try:
-        pred_points = read_points_csv(pred)
-    except ValueError as exc:
-        raise CellgenInputError(pred, str(exc).removeprefix(f"{pred}: ")) from exc
-    lo = -np.inf if first_frame is None else first_frame
-    hi = np.inf if last_frame is None else last_frame
-    gt_points = gt_points[(gt_points[:, 0] >= lo) & (gt_points[:, 0] <= hi)]
-    pred_points = pred_points[(pred_points[:, 0] >= lo) & (pred_points[:, 0] <= hi)]
-    metrics = score_detections(gt_points, pred_points, spatial_tol, temporal_tol, rule)
-    print(f"{len(gt_points)} events in {gt}, {len(pred_points)} detections in {pred}")
-    print(json.dumps({**metrics, "spatial_tol": spatial_tol, "temporal_tol": temporal_tol, "rule": rule}))
-    return 0
