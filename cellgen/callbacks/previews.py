@@ -84,11 +84,11 @@ def comparison_still(
     """
     from cellgen.data.ctc import CTCSequence
 
+    sequences = (CTCSequence(real_sequence), CTCSequence(synthetic_sequence))
     rows = []
     for index in frames:
         pair = []
-        for path in (real_sequence, synthetic_sequence):
-            seq = CTCSequence(path)
+        for seq in sequences:
             t = seq.frame_indices[index]
             image, mask = seq.image(t), seq.tra_mask(t)
             h, w = image.shape
