@@ -165,6 +165,21 @@ def test_estimate_k_writes_a_stackable_k_yaml(
     assert printed["model"]["class_path"].endswith("MitosisDetector")
 
 
+def test_estimate_k_resumes_from_last_checkpoint(
+    tmp_path: Path, demo_fluo: Path, one_thread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["estimate-k", "--config", TINY, "--out", str(tmp_path), "--trainer.logger=false", "--save_every", "2"]
+    assert main(common) == 0
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 4
+    capsys.readouterr()
+    # A rerun with a larger budget continues from step 4 instead of starting again.
+    assert main([*common, "--trainer.max_steps", "6"]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming from {tmp_path / 'last.ckpt'}" in out
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 6
+    assert torch.load(tmp_path / "event_length.ckpt", weights_only=True)["global_step"] == 6
+
+
 def test_real_configs_parse(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", str(REPO / "configs" / "event_length.yaml"), "--print_config"])

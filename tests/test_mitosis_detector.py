@@ -174,6 +174,16 @@ def test_mitosis_sweep_writes_table_and_heatmap(
     assert rows[2]["f1_t1"] == "" and rows[3]["f1_t1"] != ""  # N < k is not run
     assert {r["test_frames"] for r in rows if r["f1_t1"]} == {"34"}  # every cell tested on the frames after max N
     assert (tmp_path / "heatmap.png").stat().st_size > 1000 and summary["chosen_k"] == 4
+    # A rerun with an estimated k outside ks reuses the finished runs and trains only the new cells.
+    seconds = {(r["k"], r["train_frames"]): r["seconds"] for r in rows if r["f1_t1"]}
+    assert main([*args[:-3], "--chosen_k=5", *args[-2:]]) == 0
+    out = capsys.readouterr().out
+    assert "3 runs already in" in out and json.loads(out.strip().splitlines()[-1])["chosen"][0]["k"] == 5
+    with (tmp_path / "table.csv").open() as f:
+        again = {(r["k"], r["train_frames"]): r for r in csv.DictReader(f)}
+    assert set(again) == {*seconds, ("6", "4"), ("5", "4"), ("5", "30")}
+    assert all(again[key]["seconds"] == value for key, value in seconds.items())
+    assert again[("5", "30")]["f1_t1"] != "" and again[("5", "4")]["f1_t1"] == ""
 
 
 def test_real_config_parses(capsys: pytest.CaptureFixture[str]) -> None:

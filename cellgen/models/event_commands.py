@@ -42,8 +42,9 @@ def _instantiate(value: Any) -> Any:
     return value
 
 
-def build_trainer(trainer: dict | None, root: Path, **overrides: Any):
-    """A Lightning Trainer from a config's ``trainer`` section, writing under ``root`` unless told otherwise."""
+def build_trainer(trainer: dict | None, root: Path, extra_callbacks: list | None = None, **overrides: Any):
+    """A Lightning Trainer from a config's ``trainer`` section, writing under ``root`` unless told otherwise;
+    ``extra_callbacks`` join the configured ones."""
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
@@ -51,6 +52,9 @@ def build_trainer(trainer: dict | None, root: Path, **overrides: Any):
     kwargs.setdefault("default_root_dir", str(root))
     kwargs.setdefault("logger", CSVLogger(save_dir=str(root)))
     kwargs.update(overrides)
+    if extra_callbacks:
+        configured = kwargs.get("callbacks") or []
+        kwargs["callbacks"] = [*(configured if isinstance(configured, list) else [configured]), *extra_callbacks]
     return L.Trainer(**kwargs)
 
 
@@ -65,6 +69,7 @@ def estimate_k(
     ckpt_path: str | None = None,
     out: str = "runs/event_length",
     fallback_k: int = 8,
+    save_every: int = 100,
     checkpoint: dict | None = None,
 ) -> int:
     """Train the EventLengthEstimator (or load it), estimate event lengths and write the detector's k.
@@ -80,8 +85,11 @@ def estimate_k(
         trainer: Lightning Trainer options.
         seed_everything: seed of training and of the artificial events.
         ckpt_path: a trained estimator checkpoint; skips training.
-        out: output folder (checkpoint, logs, k.yaml).
+        out: output folder (checkpoint, logs, k.yaml). Training saves ``OUT/last.ckpt`` every ``save_every`` steps
+            and resumes from it when it exists, so an interrupted run (or a rerun with a larger
+            ``trainer.max_steps``) continues where it stopped; another ``--out`` starts afresh.
         fallback_k: k written when no event is found (the JSON line then says ``"fallback": true``).
+        save_every: optimiser steps between the resumable ``last.ckpt`` saves.
         checkpoint: accepted and ignored, so that a config saved by ``cellgen fit`` can be passed as is.
     """
     import lightning as L
@@ -97,8 +105,12 @@ def estimate_k(
         model = EventLengthEstimator.load_from_checkpoint(ckpt_path, map_location="cpu")
     else:
         model = model if model is not None else EventLengthEstimator()
-        fit = build_trainer(trainer, out_dir, enable_checkpointing=False)
-        fit.fit(model, datamodule=data)
+        fit = build_trainer(trainer, out_dir, [_resumable_checkpoint(out_dir, save_every)], enable_checkpointing=True)
+        last = out_dir / "last.ckpt"
+        resume = last if last.is_file() else None
+        if resume is not None:
+            print(f"estimate-k: resuming from {resume} (delete it or choose another --out to start afresh)")
+        fit.fit(model, datamodule=data, ckpt_path=resume)
         if fit.global_step <= model.hparams.m1_steps:
             raise CellgenInputError(
                 None,
@@ -137,6 +149,15 @@ def estimate_k(
     (out_dir / "event_lengths.json").write_text(json.dumps({**result, "sequences": per_sequence, "lengths": lengths}))
     print(json.dumps(result))
     return 0
+
+
+def _resumable_checkpoint(folder: Path, every: int):
+    """Saves only ``folder/last.ckpt`` (whole training state) every ``every`` steps and when training ends."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    if every < 1:
+        raise CellgenInputError(None, f"save_every must be positive, got {every}")
+    return ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True, every_n_train_steps=every)
 
 
 def _summary(stats: dict) -> dict:
@@ -194,7 +215,10 @@ def mitosis_sweep(
     """Phan et al. Table II: F1 of the MitosisDetector for each window length k and number of training frames N.
 
     For every (k, N) with N >= k a fresh detector is trained for ``steps`` steps on the first N frames, its
-    threshold is fixed on those frames, and it is scored on the held-out frames. Writes ``OUT/table.csv``,
+    threshold is fixed on those frames, and it is scored on the held-out frames. The estimated k joins ``ks`` when
+    it is not among them. Each finished run is kept in ``OUT/runs.jsonl`` with its settings: a rerun into the same
+    folder with the same settings skips the runs already done (an interrupted sweep continues; adding a k or an N
+    runs only the new cells). Writes ``OUT/table.csv``,
     ``OUT/heatmap.png`` (one panel per temporal tolerance; the estimated k is outlined) and each run's test-frame
     detections as ``OUT/detections/k{k}_n{N}.csv`` (for ``cellgen evaluate mitosis``), and ends with one JSON line. The
     default budget (1/4 scale, 64 px crops, 150 steps) finishes in minutes on a CPU.
@@ -237,6 +261,8 @@ def mitosis_sweep(
         raise CellgenInputError(None, "ks, train_frames and steps must be positive and non-empty")
     if chosen_k is None and k_file is not None:
         chosen_k = read_k(k_file)
+    if chosen_k is not None and chosen_k not in ks:
+        ks = [*ks, chosen_k]
     path = sequence or str(demo_sequence("fluo"))
     largest = max(train_frames)
     full = load_mitosis_sequence(path, points, largest, downscale)
@@ -246,11 +272,24 @@ def mitosis_sweep(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(k, n) for k in sorted(ks) for n in sorted(train_frames)]
+    settings = {
+        "sequence": str(path), "points": points, "largest_train_frames": largest, "same_test_frames": same_test_frames,
+        "steps": steps, "downscale": downscale, "crop_size": crop_size, "batch_size": batch_size,
+        "event_fraction": event_fraction, "hidden_channels": hidden_channels, "lr": lr, "pos_weight": pos_weight,
+        "spatial_tol": spatial_tol, "temporal_tols": list(temporal_tols), "rule": rule, "seed": seed,
+    }  # fmt: skip
+    journal = out_dir / "runs.jsonl"
+    finished = _finished_runs(journal, settings)
+    if finished:
+        print(f"mitosis sweep: {len(finished)} runs already in {journal} with these settings are reused")
     rows: list[dict[str, Any]] = []
     for k, n in tqdm(jobs, desc="mitosis sweep", unit="run"):
         row: dict[str, Any] = {"k": k, "train_frames": n}
         if n < k:  # the paper's constraint N >= k: such a cell stays empty
             rows.append(row)
+            continue
+        if (k, n) in finished:
+            rows.append(finished[(k, n)])
             continue
         started = time.perf_counter()
         L.seed_everything(seed, workers=True, verbose=False)
@@ -299,6 +338,8 @@ def mitosis_sweep(
             row.update({f"{key}_t{tol}": value for key, value in metrics.items()})
         row["seconds"] = round(time.perf_counter() - started, 1)
         rows.append(row)
+        with journal.open("a") as f:  # one line per finished run: a crash loses at most the run in progress
+            f.write(json.dumps({"settings": settings, "row": row}) + "\n")
     table = out_dir / "table.csv"
     _write_table(table, rows)
     heatmap = out_dir / "heatmap.png"
@@ -316,6 +357,24 @@ def mitosis_sweep(
     }
     print(json.dumps(summary))
     return 0
+
+
+def _finished_runs(journal: Path, settings: dict[str, Any]) -> dict[tuple[int, int], dict[str, Any]]:
+    """Rows of earlier runs recorded in ``journal`` under exactly these settings, keyed by (k, N).
+
+    A line cut short by a crash is skipped (that run is simply done again)."""
+    finished: dict[tuple[int, int], dict[str, Any]] = {}
+    if not journal.is_file():
+        return finished
+    for line in journal.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if entry.get("settings") == settings:
+            row = entry["row"]
+            finished[(int(row["k"]), int(row["train_frames"]))] = row
+    return finished
 
 
 def _f1_keys(tolerances: list[int]) -> list[str]:
