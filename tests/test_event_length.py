@@ -178,6 +178,14 @@ def test_estimate_k_resumes_from_last_checkpoint(
     assert f"resuming from {tmp_path / 'last.ckpt'}" in out
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 6
     assert torch.load(tmp_path / "event_length.ckpt", weights_only=True)["global_step"] == 6
+    # A checkpoint from elsewhere (no checkpoint-callback state) copied in as last.ckpt extends that run, and
+    # stays the one file resumed from.
+    state = torch.load(tmp_path / "event_length.ckpt", weights_only=True)
+    state.pop("callbacks")
+    torch.save(state, tmp_path / "last.ckpt")
+    assert main([*common, "--trainer.max_steps", "8"]) == 0
+    assert [p.name for p in tmp_path.glob("last*.ckpt")] == ["last.ckpt"]
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 8
 
 
 def test_real_configs_parse(capsys: pytest.CaptureFixture[str]) -> None:

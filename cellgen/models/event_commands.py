@@ -157,7 +157,11 @@ def _resumable_checkpoint(folder: Path, every: int):
 
     if every < 1:
         raise CellgenInputError(None, f"save_every must be positive, got {every}")
-    return ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True, every_n_train_steps=every)
+    # No version counter: a last.ckpt left by another run (or copied in to extend it) is overwritten, not
+    # joined by last-v1.ckpt that the next resume would not look for.
+    return ModelCheckpoint(
+        dirpath=folder, save_top_k=0, save_last=True, every_n_train_steps=every, enable_version_counter=False
+    )
 
 
 def _summary(stats: dict) -> dict:
