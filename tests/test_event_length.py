@@ -188,6 +188,13 @@ def test_estimate_k_resumes_from_last_checkpoint(
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 8
 
 
+def test_estimate_k_trains_under_bf16_autocast(tmp_path: Path, demo_fluo: Path, one_thread) -> None:
+    # M1's maps are bfloat16 under autocast and go through NumPy (map choice, artificial events).
+    args = ["estimate-k", "--config", TINY, "--out", str(tmp_path), "--trainer.logger=false"]
+    assert main([*args, "--trainer.precision", "bf16-mixed"]) == 0
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
 def test_real_configs_parse(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", str(REPO / "configs" / "event_length.yaml"), "--print_config"])

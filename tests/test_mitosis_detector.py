@@ -184,6 +184,9 @@ def test_mitosis_sweep_writes_table_and_heatmap(
     assert set(again) == {*seconds, ("6", "4"), ("5", "4"), ("5", "30")}
     assert all(again[key]["seconds"] == value for key, value in seconds.items())
     assert again[("5", "30")]["f1_t1"] != "" and again[("5", "4")]["f1_t1"] == ""
+    # Another precision is another setting: nothing is reused, and bf16 autocast trains and detects.
+    assert main([*args[:-3], "--ks=[4]", "--train_frames=[30]", "--precision=bf16-mixed", *args[-2:]]) == 0
+    assert "already in" not in capsys.readouterr().out
 
 
 def test_real_config_parses(capsys: pytest.CaptureFixture[str]) -> None:

@@ -344,9 +344,9 @@ class EventLengthEstimator(CellgenModule):
         Returns:
             (statistics as :func:`event_length_stats`, binary normal-cell stack (T, H, W), event probabilities).
         """
-        maps = self.feature_maps(frames.to(self.device, torch.float32)).cpu().numpy()
+        maps = self.feature_maps(frames.to(self.device, torch.float32)).float().cpu().numpy()
         normal = self.normal_cells(maps)
-        events = self.event_probability(torch.from_numpy(normal).to(self.device)).cpu().numpy()
+        events = self.event_probability(torch.from_numpy(normal).to(self.device)).float().cpu().numpy()
         stats = event_length_stats(events, self.hparams.event_threshold, self.hparams.min_event_voxels)
         return stats, normal, events
 
@@ -375,7 +375,8 @@ class EventLengthEstimator(CellgenModule):
         if int(self.normal_map_index) < 0:
             self._choose_map(frames)
         with torch.no_grad():
-            maps = self.m1.feature_maps(frames).reshape(b, t, -1, h, w).cpu().numpy()
+            # float(): under bf16 autocast the maps are bfloat16, which NumPy cannot hold
+            maps = self.m1.feature_maps(frames).reshape(b, t, -1, h, w).float().cpu().numpy()
         inputs, targets = [], []
         for sample in maps:
             normal = self.normal_cells(sample)
@@ -402,7 +403,7 @@ class EventLengthEstimator(CellgenModule):
         if callable(volumes):
             stack = volumes()[0].frames
             frames = torch.from_numpy(stack[:: max(1, len(stack) // count)][:count]).to(self.device)[:, None]
-        maps = self.feature_maps(frames[:, 0]).cpu().numpy()
+        maps = self.feature_maps(frames[:, 0]).float().cpu().numpy()
         index, scores = choose_normal_map(maps, self.hparams.binarisation, self.hparams.erosion)
         if self.trainer is not None:
             index = int(self.trainer.strategy.broadcast(index, src=0))  # every DDP rank uses rank 0's choice

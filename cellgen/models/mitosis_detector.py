@@ -217,7 +217,7 @@ class MitosisDetector(CellgenModule):
             )
         finally:
             self.train(was_training)
-        return probability.cpu().numpy()
+        return probability.float().cpu().numpy()
 
     def detect(self, sequence: MitosisSequence) -> dict[str, Any]:
         """Detect mitoses in one sequence and score them where annotations exist.
