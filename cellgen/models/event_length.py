@@ -67,8 +67,11 @@ class NormalCellAutoencoder(nn.Module):
         )
 
     def feature_maps(self, frames: torch.Tensor) -> torch.Tensor:
-        """Softmax maps (N, n, H, W) of frames (N, 1, H, W); they sum to one at every pixel."""
-        return self.encoder(frames).softmax(dim=1)
+        """Softmax maps (N, n, H, W) of frames (N, 1, H, W); they sum to one at every pixel.
+
+        Always float32, also under bf16 autocast: the maps are thresholded at 0.5 and handed to NumPy.
+        """
+        return self.encoder(frames).float().softmax(dim=1)
 
     def forward(self, frames: torch.Tensor, corrupt: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruct frames (N, 1, H, W) in [0, 1].
@@ -331,8 +334,8 @@ class EventLengthEstimator(CellgenModule):
 
     @torch.no_grad()
     def event_probability(self, normal: torch.Tensor) -> torch.Tensor:
-        """M2's event probabilities (T, H, W) for a binary normal-cell stack (T, H, W)."""
-        return torch.sigmoid(self.m2(normal.float()[None, None]))[0, 0]
+        """M2's event probabilities (T, H, W), float32 also under autocast, for a binary normal-cell stack (T, H, W)."""
+        return torch.sigmoid(self.m2(normal.float()[None, None]).float())[0, 0]
 
     @torch.no_grad()
     def estimate(self, frames: torch.Tensor) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
@@ -344,9 +347,9 @@ class EventLengthEstimator(CellgenModule):
         Returns:
             (statistics as :func:`event_length_stats`, binary normal-cell stack (T, H, W), event probabilities).
         """
-        maps = self.feature_maps(frames.to(self.device, torch.float32)).float().cpu().numpy()
+        maps = self.feature_maps(frames.to(self.device, torch.float32)).cpu().numpy()
         normal = self.normal_cells(maps)
-        events = self.event_probability(torch.from_numpy(normal).to(self.device)).float().cpu().numpy()
+        events = self.event_probability(torch.from_numpy(normal).to(self.device)).cpu().numpy()
         stats = event_length_stats(events, self.hparams.event_threshold, self.hparams.min_event_voxels)
         return stats, normal, events
 
@@ -375,8 +378,7 @@ class EventLengthEstimator(CellgenModule):
         if int(self.normal_map_index) < 0:
             self._choose_map(frames)
         with torch.no_grad():
-            # float(): under bf16 autocast the maps are bfloat16, which NumPy cannot hold
-            maps = self.m1.feature_maps(frames).reshape(b, t, -1, h, w).float().cpu().numpy()
+            maps = self.m1.feature_maps(frames).reshape(b, t, -1, h, w).cpu().numpy()
         inputs, targets = [], []
         for sample in maps:
             normal = self.normal_cells(sample)
@@ -403,7 +405,7 @@ class EventLengthEstimator(CellgenModule):
         if callable(volumes):
             stack = volumes()[0].frames
             frames = torch.from_numpy(stack[:: max(1, len(stack) // count)][:count]).to(self.device)[:, None]
-        maps = self.feature_maps(frames[:, 0]).float().cpu().numpy()
+        maps = self.feature_maps(frames[:, 0]).cpu().numpy()
         index, scores = choose_normal_map(maps, self.hparams.binarisation, self.hparams.erosion)
         if self.trainer is not None:
             index = int(self.trainer.strategy.broadcast(index, src=0))  # every DDP rank uses rank 0's choice

@@ -217,7 +217,7 @@ class MitosisDetector(CellgenModule):
             )
         finally:
             self.train(was_training)
-        return probability.float().cpu().numpy()
+        return probability.cpu().numpy()  # float32: window_probabilities accumulates in it
 
     def detect(self, sequence: MitosisSequence) -> dict[str, Any]:
         """Detect mitoses in one sequence and score them where annotations exist.
