@@ -65,12 +65,18 @@ def _reference(model, layout, seed: int) -> int:
 
 
 def _cellgen(model, layout, seed: int, later_sampler: str, later_steps: int | None) -> int:
+    import torch
+
     from cellgen.synth.pipeline import SynthesisSettings, texture_frame
 
-    settings = SynthesisSettings.from_module(model, later_frame_sampler=later_sampler, later_frame_steps=later_steps)
+    settings = SynthesisSettings.from_hparams(
+        model.hparams, later_frame_sampler=later_sampler, later_frame_steps=later_steps, cell_brightness="constant"
+    )
+    models = model.synthesis_models()
     previous, count = {}, 0
     for cells in layout.cell_frames:
-        textures = texture_frame(model, cells, previous, seed, settings)
+        brightness = torch.full((len(cells),), 0.588)
+        textures = texture_frame(models, cells, previous, brightness, seed, settings)
         previous = {c.track_id: textures[i] for i, c in enumerate(cells)}
         count += len(cells)
     return count

@@ -34,10 +34,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from cellgen.data.atomic import atomic_file
 from cellgen.data.base import CellgenDataModule, SampleIndexDataset
+from cellgen.data.cell_extent import cell_mask, resolve_tra_expansion
 from cellgen.data.ctc import CTCSequence, read_tiff
 from cellgen.data.errors import CellgenInputError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: TRA markers grown to the cell's extent (cell_extent)
 SKIP_REASONS = ("touching_border", "too_small", "too_large", "pair_outside_crop")
 
 
@@ -49,6 +50,7 @@ class CropSpec:
     min_area: int = 20
     low_percentile: float = 0.5
     high_percentile: float = 99.5
+    tra_expand: float | str = "auto"  # growth of TRA markers to the whole cell (see cellgen.data.cell_extent)
 
     def key(self) -> str:
         text = repr((CACHE_VERSION, sorted(asdict(self).items())))
@@ -172,7 +174,11 @@ def extract_cell_crops(seq: CTCSequence, spec: CropSpec) -> CellCrops:
     Raises:
         CellgenInputError: the sequence has no instance masks, or none of its cells is usable.
     """
-    mask_paths = {t: p for t, p in seq.instance_mask_paths().items() if t in seq.frame_paths}
+    radius = resolve_tra_expansion(seq, spec.tra_expand) if seq.tra_paths else 0.0
+    # Markers grown to the cell's extent (radius > 0) are used in every frame, SEG frames included: each crop
+    # then shows the same extent of the cell and pairs follow tracks. Otherwise the best mask of each frame.
+    prefer = ("TRA",) if radius > 0 else ("SEG", "ST", "TRA")
+    mask_paths = {t: p for t, p in seq.instance_mask_paths(prefer).items() if t in seq.frame_paths}
     if not mask_paths:
         raise CellgenInputError(
             seq.path,
@@ -188,7 +194,7 @@ def extract_cell_crops(seq: CTCSequence, spec: CropSpec) -> CellCrops:
     previous: dict[int, tuple[np.ndarray, int, int]] = {}  # track -> (local mask, top, left) in frame t - 1
     previous_t: int | None = None
     for t, path in mask_paths.items():
-        labels = read_tiff(path)
+        labels = cell_mask(seq, t, radius) if path in tra_files else read_tiff(path)
         if labels.shape != seq.shape:
             raise CellgenInputError(path, f"mask size {labels.shape} differs from frame size {seq.shape}")
         image = np.clip((seq.image(t).astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)

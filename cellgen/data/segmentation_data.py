@@ -24,54 +24,21 @@ import numpy as np
 import torch
 from scipy import ndimage
 from skimage.segmentation import expand_labels
-from skimage.transform import resize
 from torch.utils.data import DataLoader, Dataset
 
 from cellgen.data.base import CellgenDataModule
+from cellgen.data.cell_extent import estimate_tra_expansion, sequential_labels
 from cellgen.data.ctc import CTCSequence
 from cellgen.data.errors import CellgenInputError
+from cellgen.data.frames import (  # noqa: F401 (re-exported: frame helpers used with segmentation data)
+    normalised_frame,
+    resize_image,
+    resize_labels,
+    scaled_shape,
+    sequence_percentiles,
+)
 
 # --------------------------------------------------------------------------------------------- frames
-
-
-def sequence_percentiles(
-    seq: CTCSequence, percentiles: tuple[float, float] = (1.0, 99.8), max_frames: int = 8
-) -> tuple[float, float]:
-    """Low/high intensity percentiles of a sequence, from up to ``max_frames`` evenly spaced frames."""
-    indices = seq.frame_indices
-    picks = np.unique(np.linspace(0, len(indices) - 1, min(max_frames, len(indices))).round().astype(int))
-    values = np.concatenate([seq.image(indices[i]).ravel()[::4] for i in picks]).astype(np.float32)
-    low, high = np.percentile(values, percentiles)
-    return float(low), float(max(high, low + 1e-6))
-
-
-def scaled_shape(shape: Sequence[int], downscale: float) -> tuple[int, int]:
-    """(h, w) of a frame of ``shape`` (H, W) after scaling by ``downscale`` (0 < downscale <= 1)."""
-    if not 0.0 < downscale <= 1.0:
-        raise ValueError(f"downscale must be in (0, 1], got {downscale}")
-    return max(1, round(shape[0] * downscale)), max(1, round(shape[1] * downscale))
-
-
-def resize_image(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Bilinear resize (anti-aliased when shrinking) of an (H, W) image to float32 ``shape``."""
-    image = image.astype(np.float32, copy=False)
-    if tuple(image.shape) == tuple(shape):
-        return image
-    shrink = shape[0] < image.shape[0]
-    return resize(image, shape, order=1, anti_aliasing=shrink, preserve_range=True).astype(np.float32)
-
-
-def resize_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Nearest-neighbour resize of an (H, W) label image: ids are kept, never blended."""
-    if tuple(labels.shape) == tuple(shape):
-        return labels
-    return resize(labels, shape, order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)
-
-
-def normalised_frame(seq: CTCSequence, t: int, low: float, high: float, downscale: float = 1.0) -> np.ndarray:
-    """Frame ``t`` as float32 (h, w): percentile-normalised (low -> 0, high -> 1, not clipped) and downscaled."""
-    image = (seq.image(t).astype(np.float32) - low) / (high - low)
-    return resize_image(image, scaled_shape(image.shape, downscale))
 
 
 # --------------------------------------------------------------------------------------------- targets
@@ -97,52 +64,8 @@ def instance_distance(labels: np.ndarray) -> np.ndarray:
 
 def segmentation_targets(labels: np.ndarray) -> np.ndarray:
     """Stacked targets (2, H, W) float32: foreground in {0, 1} and the normalised distance map."""
-    sequential = _sequential(labels)
+    sequential = sequential_labels(labels)
     return np.stack([(sequential > 0).astype(np.float32), instance_distance(sequential)])
-
-
-def _sequential(labels: np.ndarray) -> np.ndarray:
-    ids, inverse = np.unique(labels, return_inverse=True)
-    out = inverse.reshape(labels.shape).astype(np.int32)
-    return out if ids[0] == 0 else out + 1
-
-
-def _matched_iou(reference: np.ndarray, candidate: np.ndarray) -> list[float]:
-    """For each reference instance, IoU with the candidate instance that overlaps it most (0 when none)."""
-    ref, cand = _sequential(reference), _sequential(candidate)
-    n_ref, n_cand = int(ref.max()) + 1, int(cand.max()) + 1
-    inter = np.bincount((ref * n_cand + cand).ravel(), minlength=n_ref * n_cand).reshape(n_ref, n_cand)
-    area_ref, area_cand = inter.sum(1), inter.sum(0)
-    scores = []
-    for r in range(1, n_ref):
-        row = inter[r, 1:]
-        if not row.any():
-            scores.append(0.0)
-            continue
-        c = int(row.argmax()) + 1
-        scores.append(float(inter[r, c] / (area_ref[r] + area_cand[c] - inter[r, c])))
-    return scores
-
-
-def estimate_tra_expansion(
-    seq: CTCSequence, downscale: float = 1.0, max_radius: float = 16.0, max_frames: int = 4
-) -> float:
-    """Growth (full-resolution px) of TRA markers that best matches the sequence's own SEG masks.
-
-    Uses up to ``max_frames`` frames that have both SEG and TRA; returns 0 when there are none (e.g. synthetic
-    data, whose TRA masks are the full cells).
-    """
-    both = [t for t in seq.seg_paths if t in seq.tra_paths]
-    if not both:
-        return 0.0
-    picks = [both[i] for i in np.unique(np.linspace(0, len(both) - 1, min(max_frames, len(both))).round().astype(int))]
-    pairs = []
-    for t in picks:
-        shape = scaled_shape(seq.shape, downscale)
-        pairs.append((resize_labels(seq.seg_mask(t), shape), resize_labels(seq.tra_mask(t), shape)))
-    radii = np.arange(0, int(np.ceil(max_radius * downscale)) + 1)
-    scores = [np.mean([s for seg, tra in pairs for s in _matched_iou(seg, expand_labels(tra, r))]) for r in radii]
-    return float(radii[int(np.argmax(scores))] / downscale)
 
 
 def training_instances(seq: CTCSequence, t: int, tra_expand: float = 0.0, downscale: float = 1.0) -> np.ndarray:
@@ -161,9 +84,9 @@ def training_instances(seq: CTCSequence, t: int, tra_expand: float = 0.0, downsc
             base = expand_labels(base, radius)
     if t not in seq.seg_paths:
         return base
-    seg = _sequential(resize_labels(seq.seg_mask(t), shape))
+    seg = sequential_labels(resize_labels(seq.seg_mask(t), shape))
     if base.any():
-        base = _sequential(base)
+        base = sequential_labels(base)
         n_base = int(base.max()) + 1
         inter = np.bincount((seg * n_base + base).ravel(), minlength=(int(seg.max()) + 1) * n_base)
         inter = inter.reshape(-1, n_base)
@@ -186,6 +109,27 @@ def _pad_to(array: np.ndarray, size: int, mode: str) -> np.ndarray:
         return array
     widths = [(0, 0)] * (array.ndim - 2) + [(0, pad_h), (0, pad_w)]
     return np.pad(array, widths, mode=mode) if mode != "constant" else np.pad(array, widths)
+
+
+def appearance_augmentation():
+    """What a user training a segmenter on microscopy would add: contrast, gamma, blur, noise, elastic warps.
+
+    Identical for every row of a downstream comparison, so the protocol measures the training data and not a
+    segmenter that breaks at the first shift of brightness or focus. Works on percentile-normalised float
+    frames (about 0..1); the elastic warp moves the targets with the image.
+    """
+    import albumentations as A
+
+    return A.Compose(
+        [
+            A.RandomBrightnessContrast(brightness_limit=0.1, contrast_limit=0.3, p=0.8),
+            A.RandomGamma(gamma_limit=(60, 160), p=0.5),
+            A.GaussianBlur(blur_limit=(3, 7), sigma_limit=(0.2, 1.5), p=0.3),
+            A.GaussNoise(std_range=(0.0, 0.08), p=0.5),
+            A.ElasticTransform(alpha=30.0, sigma=8.0, p=0.3),
+        ],
+        seed=0,
+    )
 
 
 class SegmentationCropDataset(Dataset):
@@ -214,11 +158,13 @@ class SegmentationCropDataset(Dataset):
         length: int,
         augment: bool = True,
         fixed: bool = False,
+        appearance: bool = False,
     ) -> None:
         if not images:
             raise ValueError("no training frames")
         self.images, self.targets = list(images), list(targets)
         self.crop_size, self.length, self.augment, self.fixed = crop_size, length, augment, fixed
+        self.appearance = appearance_augmentation() if appearance else None
 
     def __len__(self) -> int:
         return self.length
@@ -240,6 +186,13 @@ class SegmentationCropDataset(Dataset):
             if rng.random() < 0.5:
                 image, target = image[:, ::-1], target[:, :, ::-1]
             image = image * rng.uniform(0.8, 1.25) + rng.uniform(-0.1, 0.1)
+        if self.appearance is not None:
+            self.appearance.set_random_seed(int(rng.integers(2**31)))
+            moved = self.appearance(
+                image=np.ascontiguousarray(np.maximum(image, 0.0), np.float32),
+                mask=np.ascontiguousarray(np.moveaxis(target, 0, -1), np.float32),
+            )
+            image, target = moved["image"], np.moveaxis(moved["mask"], -1, 0)
         return {
             "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)[None]),
             "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)),
@@ -267,6 +220,8 @@ class SegmentationDataModule(CellgenDataModule):
         frame_step: use every k-th annotated frame (neighbouring frames are nearly identical).
         percentiles: low/high intensity percentiles of the per-sequence normalisation.
         augment: flips, rotations and intensity jitter.
+        augment_appearance: also contrast, gamma, blur, noise and elastic warps (albumentations; see
+            :func:`appearance_augmentation`).
     """
 
     def __init__(
@@ -283,6 +238,7 @@ class SegmentationDataModule(CellgenDataModule):
         frame_step: int = 1,
         percentiles: tuple[float, float] = (1.0, 99.8),
         augment: bool = True,
+        augment_appearance: bool = False,
     ) -> None:
         super().__init__(sequences, demo_flavour)
         self.save_hyperparameters()
@@ -313,7 +269,9 @@ class SegmentationDataModule(CellgenDataModule):
             return
         hp = self.hparams
         images, targets = self.load_frames()
-        self.train_set = SegmentationCropDataset(images, targets, hp.crop_size, hp.samples_per_epoch, hp.augment)
+        self.train_set = SegmentationCropDataset(
+            images, targets, hp.crop_size, hp.samples_per_epoch, hp.augment, appearance=hp.augment_appearance
+        )
         self.val_set = SegmentationCropDataset(images, targets, hp.crop_size, hp.val_samples, False, fixed=True)
 
     def train_dataloader(self) -> DataLoader:

@@ -41,6 +41,8 @@ class DownstreamBudget:
         lr: peak AdamW learning rate (one-cycle schedule over ``steps``).
         tra_expand: growth of TRA markers (full-resolution px) when they stand in for SEG, or ``auto``.
         frame_step: train on every k-th annotated frame.
+        augment_appearance: contrast, gamma, blur, noise and elastic augmentation of the training crops
+            (the same for every row; see :func:`cellgen.data.segmentation_data.appearance_augmentation`).
         foreground_threshold: foreground probability threshold of the watershed.
         seed_threshold: normalised-distance threshold of the watershed seeds.
         min_size: smallest object kept, in full-resolution pixels.
@@ -65,6 +67,7 @@ class DownstreamBudget:
     lr: float = 2e-3
     tra_expand: float | Literal["auto"] = "auto"
     frame_step: int = 1
+    augment_appearance: bool = True
     foreground_threshold: float = 0.5
     seed_threshold: float = 0.5
     min_size: int = 64
@@ -105,6 +108,7 @@ def train_segmenter(
         val_samples=0,
         tra_expand=budget.tra_expand,
         frame_step=budget.frame_step,
+        augment_appearance=budget.augment_appearance,
     )
     model = CellSegmenter(
         base_channels=budget.base_channels,

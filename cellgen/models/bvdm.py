@@ -16,13 +16,16 @@ receiving gradients after its own iteration budget.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from cellgen.models.base import CellgenModule
 from cellgen.models.mask_ddpm import MaskDDPM
 from cellgen.models.voxelmorph_fpm import VoxelMorphFPM
+
+if TYPE_CHECKING:
+    from cellgen.synth.pipeline import SynthesisModels, SynthesizedSequence
 
 
 class BVDM(CellgenModule):
@@ -42,6 +45,11 @@ class BVDM(CellgenModule):
         first_frame_steps: DDIM steps from t0 to 0 for first frames.
         later_frame_sampler: sampler for later frames (``ddpm``: 10 ancestral steps, as in the paper).
         later_frame_steps: steps for later frames (None: every step).
+        texture: ``ddpm`` (BVDM) or ``statistical``: the fitted statistical texture without the DDPM (what a
+            classical simulator paints; the ablation that shows what the DDPM adds).
+        cell_brightness: ``fitted``: each track's brightness drawn from the training cells (the shape model's
+            "average brightness of cells", Sec. 2) and painted before SDEdit; ``constant``: ``mask_value`` for
+            every cell (the paper's procedure, which makes every nucleus equally bright).
         frames: frames per synthesised sequence.
         height: synthesised frame height.
         width: synthesised frame width.
@@ -63,6 +71,8 @@ class BVDM(CellgenModule):
         first_frame_steps: int = 20,
         later_frame_sampler: Literal["ddpm", "ddim"] = "ddpm",
         later_frame_steps: int | None = None,
+        texture: Literal["ddpm", "statistical"] = "ddpm",
+        cell_brightness: Literal["fitted", "constant"] = "fitted",
         frames: int = 32,
         height: int = 256,
         width: int = 256,
@@ -134,12 +144,28 @@ class BVDM(CellgenModule):
     def sequence_seed(self, index: int) -> int:
         return int(self.hparams.seed) * 1_000_003 + int(index)
 
-    def synthesize(self, index: int, progress: bool = False, **overrides: Any):
+    def synthesis_models(self) -> SynthesisModels:
+        """The networks and fitted statistics that :func:`~cellgen.synth.pipeline.synthesize_sequence` takes."""
+        from cellgen.synth.pipeline import SynthesisModels
+        from cellgen.synth.shape_model import ShapeModel
+
+        if self.shape_state is None:
+            raise ValueError("this BVDM model has no fitted shape model; train it with `cellgen fit` first")
+        return SynthesisModels(
+            denoiser=self.mask_ddpm,
+            flow=self.voxelmorph,
+            shape=ShapeModel.from_dict(self.shape_state),
+            intensity_range=tuple(self.intensity_range),
+            crop=int(self.hparams.crop_size),
+            device=self.device,
+        )
+
+    def synthesize(self, index: int, progress: bool = False, **overrides: Any) -> SynthesizedSequence:
         """Synthesise sequence ``index`` (see :func:`cellgen.synth.pipeline.synthesize_sequence`)."""
         from cellgen.synth.pipeline import SynthesisSettings, synthesize_sequence
 
-        settings = SynthesisSettings.from_module(self, **overrides)
-        return synthesize_sequence(self, self.sequence_seed(index), settings, progress=progress)
+        settings = SynthesisSettings.from_hparams(self.hparams, **overrides)
+        return synthesize_sequence(self.synthesis_models(), self.sequence_seed(index), settings, progress=progress)
 
     def predict_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> list:
         """Each item of ``batch`` is a sequence index; returns the synthesised sequences for the writer."""

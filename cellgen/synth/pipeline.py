@@ -1,41 +1,100 @@
 """BVDM inference (Yilmaz et al. 2024, Sec. 2): masks in, textured annotated sequence out.
 
+The pipeline takes small protocols, not a LightningModule: a texture denoiser (SDEdit ``denoise_from``), a flow
+model (``flow_between`` two masks), the fitted shape model and the intensity mapping of the training crops
+(:class:`SynthesisModels`). It is tested with stub networks in milliseconds; :class:`~cellgen.models.bvdm.BVDM`
+builds the real one.
+
 For every frame, all cells go through the networks together (one batch per network call):
 
-* a cell's first frame: its mask painted with ``mask_value`` (0.588) is noised to t0 = 200 and denoised
-  (SDEdit); cellgen's default takes DDIM steps here instead of 200 ancestral ones;
-* later frames: the flow model maps the previous mask onto the current one, the previous texture is warped
-  along that flow, noised to t0 = 10 and denoised with ancestral steps (as in the paper).
+* every track gets a brightness series drawn from the fitted appearance (:mod:`cellgen.synth.appearance`):
+  per-cell mean from the training data's distribution, correlated with size, drifting slowly over time; a
+  daughter continues her mother's;
+* a cell's first frame: its mask painted with a statistical texture at that brightness (fitted radial profile
+  and texture grain) is noised to t0 = 200 and denoised (SDEdit); the paper paints a constant 0.588, kept as
+  ``cell_brightness="constant"``;
+* later frames: the flow model maps the previous mask onto the current one; the previous texture, extended past
+  its mask so the warp never samples the empty background (streaks), is warped along that flow, noised to
+  t0 = 10 and denoised with ancestral steps (as in the paper);
+* the denoised texture is rescaled to the track's brightness of that frame, so the DDPM's prior cannot pull
+  every cell towards one typical brightness;
+* the scene is the fitted slow background with cells pasted in, plus Poisson-Gaussian pixel noise.
 
-Textures live in each cell's local crop; the scene layout (:mod:`cellgen.synth.scene`) says where each crop
-goes. Pasting is one batched kornia ``warp_affine`` per frame. Every cell-frame draws its noise from its own
-generator seeded by (sequence seed, track id, frame), so a sequence does not depend on how cells are batched.
+``texture="statistical"`` skips the DDPM: the painted statistical texture is the cell (what a classical
+simulator such as MitoGen does), the ablation that shows what the DDPM adds.
+
+Every cell-frame draws its noise from its own generator seeded by (sequence seed, track id, frame), so a
+sequence does not depend on how cells are batched.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import warp_affine
 from scipy import ndimage
 from tqdm import tqdm
 
 from cellgen.data.ctc import Track
 from cellgen.flow import warp_by_flow
-from cellgen.synth.scene import CellFrame, add_noise, background_image, compose_scene
+from cellgen.synth.appearance import PROFILE_BINS, CellAppearance
+from cellgen.synth.scene import CellFrame, SceneLayout, add_noise, background_image, compose_scene
 from cellgen.synth.shape_model import ShapeModel
 
-if TYPE_CHECKING:
-    from cellgen.models.bvdm import BVDM
+MIN_GAIN, MAX_GAIN = 0.2, 5.0  # limits of the brightness correction of one denoised texture
+
+
+class TextureDenoiser(Protocol):
+    """SDEdit on (B, 1, S, S) images in [0, 1] (see :meth:`cellgen.models.mask_ddpm.MaskDDPM.denoise_from`)."""
+
+    def denoise_from(
+        self,
+        x_start: torch.Tensor,
+        start_step: int,
+        sampler: Literal["ddpm", "ddim"] = "ddpm",
+        num_steps: int | None = None,
+        generators: list[torch.Generator] | None = None,
+    ) -> torch.Tensor: ...
+
+
+class FlowModel(Protocol):
+    """Dense flow (B, 2, S, S) that warps ``source`` masks (B, 1, S, S) onto ``target`` masks."""
+
+    def flow_between(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class SynthesisModels:
+    """Everything synthesis needs from a trained BVDM.
+
+    Attributes:
+        denoiser: the texture DDPM (None: only ``texture="statistical"`` is possible).
+        flow: the mask-to-mask flow model (None: textures are not carried, every frame starts fresh).
+        shape: the fitted shape model (shape, motion, division, appearance).
+        intensity_range: raw intensities mapped to 0 and 1 in the training crops (the denoiser's scale).
+        crop: local crop size (the denoiser's input size).
+        device: where the networks run.
+    """
+
+    denoiser: TextureDenoiser | None
+    flow: FlowModel | None
+    shape: ShapeModel
+    intensity_range: tuple[float, float]
+    crop: int
+    device: torch.device
 
 
 @dataclass(frozen=True)
 class SynthesisSettings:
-    """How one sequence is synthesised (defaults come from the BVDM module's hyperparameters)."""
+    """How one sequence is synthesised (BVDM takes the defaults from its hyperparameters).
+
+    ``texture``: ``ddpm`` (BVDM) or ``statistical`` (no DDPM). ``cell_brightness``: ``fitted`` (each track's
+    brightness drawn from the training data) or ``constant`` (the paper's ``mask_value`` for every cell).
+    """
 
     frames: int
     height: int
@@ -49,11 +108,19 @@ class SynthesisSettings:
     first_frame_steps: int | None
     later_frame_sampler: str
     later_frame_steps: int | None
+    texture: Literal["ddpm", "statistical"] = "ddpm"
+    cell_brightness: Literal["fitted", "constant"] = "fitted"
 
     @classmethod
-    def from_module(cls, module: BVDM, **overrides: Any) -> SynthesisSettings:
-        values = {f.name: overrides.get(f.name, module.hparams.get(f.name)) for f in fields(cls)}
-        if values["first_frame_sampler"] == "ddpm":
+    def from_hparams(cls, hparams: Any, **overrides: Any) -> SynthesisSettings:
+        """Settings from a hyperparameter mapping; ``overrides`` win; optional fields it lacks keep defaults."""
+        values = {}
+        for f in fields(cls):
+            if f.name in overrides:
+                values[f.name] = overrides[f.name]
+            elif f.name in hparams:
+                values[f.name] = hparams[f.name]
+        if values.get("first_frame_sampler") == "ddpm":
             values["first_frame_steps"] = None  # ancestral sampling takes every step
         return cls(**values)
 
@@ -87,65 +154,182 @@ def _stack(masks: list[np.ndarray], device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.stack(masks)[:, None].astype(np.float32)).to(device)
 
 
+# --------------------------------------------------------------------------------------------- brightness
+
+
+def track_brightness(layout: SceneLayout, shape: ShapeModel, rng: np.random.Generator) -> dict[int, np.ndarray]:
+    """Raw mean intensity of every track at each of its frames, ``{track: (end - begin + 1,)}``.
+
+    Tracks are visited parents first, so a daughter continues from her mother's last brightness score.
+    """
+    appearance = shape.appearance
+    assert appearance is not None
+    scores: dict[int, np.ndarray] = {}
+    for track_id, track in sorted(layout.tracks.items(), key=lambda item: (item[1].begin, item[0])):
+        area = max(float(layout.local_mask(track_id, track.begin).sum()), 1.0)
+        size_score = (np.log(area) - shape.log_area_mean) / max(shape.log_area_std, 1e-6)
+        start = scores[track.parent][-1] if track.parent in scores else None
+        scores[track_id] = appearance.brightness_scores(rng, track.end - track.begin + 1, size_score, start)
+    return {k: appearance.brightness_at(v) for k, v in scores.items()}
+
+
+# --------------------------------------------------------------------------------------------- textures
+
+
+def _depth(masks: torch.Tensor) -> torch.Tensor:
+    """Normalised depth (B, 1, S, S) inside each mask: 0 at the rim, 1 at its deepest pixel."""
+    out = np.zeros(masks.shape, np.float32)
+    for i, mask in enumerate(masks[:, 0].cpu().numpy() > 0.5):
+        dist = ndimage.distance_transform_edt(mask)
+        out[i, 0] = dist / max(float(dist.max()), 1.0)
+    return torch.from_numpy(out).to(masks.device)
+
+
+def statistical_texture(
+    masks: torch.Tensor, brightness: torch.Tensor, appearance: CellAppearance, scale: float, generators: list
+) -> torch.Tensor:
+    """Cells (B, 1, S, S) in [0, 1] painted with the fitted radial profile and a random texture of fitted grain.
+
+    Args:
+        masks: (B, 1, S, S) binary masks.
+        brightness: (B,) target mean inside each mask, on the crop scale.
+        scale: raw intensity units per crop-scale unit (the texture contrast is relative, so only for clarity
+            of units: the grain and profile are unit-free).
+        generators: one per cell.
+    """
+    profile = torch.tensor(appearance.radial_profile, dtype=masks.dtype, device=masks.device)
+    depth = _depth(masks)
+    level = profile[(depth * PROFILE_BINS).long().clamp(max=PROFILE_BINS - 1)]
+    noise = torch.stack([torch.randn(masks.shape[1:], generator=g, device=masks.device) for g in generators])
+    sigma = float(appearance.texture_grain)
+    size = 2 * int(np.ceil(3 * sigma)) + 1
+    field = gaussian_blur2d(noise, (size, size), (sigma, sigma), border_type="reflect")
+    field = field / field.flatten(1).std(1).clamp_min(1e-6)[:, None, None, None]
+    texture = brightness[:, None, None, None] * (level + appearance.texture_contrast * field)
+    return (texture.clamp(0.0, 1.0) * masks).to(masks.dtype)
+
+
+def match_brightness(
+    textures: torch.Tensor, masks: torch.Tensor, brightness: torch.Tensor, rounds: int = 3
+) -> torch.Tensor:
+    """Scale each texture (B, 1, S, S) so its mean inside the mask is ``brightness`` (B,); clipped to [0, 1].
+
+    A few rounds, because clipping at 1 lowers the mean of a bright cell after the first scaling.
+    """
+    area = masks.flatten(1).sum(1).clamp_min(1.0)
+    for _ in range(rounds):
+        mean = (textures * masks).flatten(1).sum(1) / area
+        gain = (brightness / mean.clamp_min(1e-4)).clamp(MIN_GAIN, MAX_GAIN)
+        textures = (textures * gain[:, None, None, None]).clamp(0.0, 1.0)
+    return textures
+
+
+def extend_texture(textures: torch.Tensor, masks: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
+    """Fill the outside of each mask with a smooth continuation of its texture (normalised convolution).
+
+    A warp from the previous mask onto a larger or shifted new one samples outside the old mask; with a zero
+    background there, the new rim is smeared dark or streaked. The continuation keeps it at the cell's level.
+    """
+    size = 2 * int(np.ceil(3 * sigma)) + 1
+    blur = lambda x: gaussian_blur2d(x, (size, size), (sigma, sigma), border_type="replicate")  # noqa: E731
+    weight = blur(masks)
+    area = masks.flatten(1).sum(1).clamp_min(1.0)
+    mean = ((textures * masks).flatten(1).sum(1) / area)[:, None, None, None]
+    fill = torch.where(weight > 1e-3, blur(textures * masks) / weight.clamp_min(1e-3), mean)
+    return torch.where(masks > 0.5, textures, fill)
+
+
 @torch.no_grad()
 def texture_frame(
-    model: BVDM,
+    models: SynthesisModels,
     cells: list[CellFrame],
     previous: dict[int, torch.Tensor],
+    brightness: torch.Tensor,
     seed: int,
     settings: SynthesisSettings,
 ) -> torch.Tensor:
-    """Textures (B, 1, S, S) in [0, 1] of all cells of one frame, zero outside each cell's mask."""
-    device = model.device
+    """Textures (B, 1, S, S) in [0, 1] of all cells of one frame, extended past each cell's mask.
+
+    Args:
+        previous: each track's texture of the previous frame (extended), to carry along the flow.
+        brightness: (B,) each cell's target mean on the crop scale.
+    """
+    device = models.device
     masks = _stack([c.local_mask for c in cells], device)
     out = torch.empty_like(masks)
-    fresh = [i for i, c in enumerate(cells) if c.prev_mask is None or c.track_id not in previous]
+    carry = models.flow is not None
+    fresh = [i for i, c in enumerate(cells) if not carry or c.prev_mask is None or c.track_id not in previous]
     carried = [i for i in range(len(cells)) if i not in set(fresh)]
+    use_ddpm = settings.texture == "ddpm"
+    if use_ddpm and models.denoiser is None:
+        raise ValueError("texture='ddpm' needs a texture denoiser; use texture='statistical' without one")
     if fresh:
         generators = [cell_generator(seed, cells[i].track_id, cells[i].t, device) for i in fresh]
-        out[fresh] = model.mask_ddpm.denoise_from(
-            masks[fresh] * settings.mask_value,
-            settings.first_frame_step,
-            sampler=settings.first_frame_sampler,
-            num_steps=settings.first_frame_steps,
-            generators=generators,
+        if settings.cell_brightness == "constant":
+            start = masks[fresh] * settings.mask_value
+        else:
+            appearance = models.shape.appearance
+            assert appearance is not None
+            start = statistical_texture(masks[fresh], brightness[fresh], appearance, 1.0, generators)
+        out[fresh] = (
+            models.denoiser.denoise_from(
+                start,
+                settings.first_frame_step,
+                sampler=settings.first_frame_sampler,
+                num_steps=settings.first_frame_steps,
+                generators=generators,
+            )
+            if use_ddpm
+            else start
         )
     if carried:
         prev_masks = _stack([cells[i].prev_mask for i in carried], device)
-        flow = model.voxelmorph.flow_between(prev_masks, masks[carried])
+        flow = models.flow.flow_between(prev_masks, masks[carried])
         prev_tex = torch.stack([previous[cells[i].track_id] for i in carried])
-        warped = warp_by_flow(prev_tex, flow)
-        generators = [cell_generator(seed, cells[i].track_id, cells[i].t, device) for i in carried]
-        out[carried] = model.mask_ddpm.denoise_from(
-            warped.clamp(0, 1),
-            settings.later_frame_step,
-            sampler=settings.later_frame_sampler,
-            num_steps=settings.later_frame_steps,
-            generators=generators,
-        )
-    return out * masks
+        warped = warp_by_flow(prev_tex, flow, padding_mode="border").clamp(0, 1)
+        if settings.cell_brightness == "fitted":
+            warped = match_brightness(warped, masks[carried], brightness[carried])
+        if use_ddpm:
+            generators = [cell_generator(seed, cells[i].track_id, cells[i].t, device) for i in carried]
+            warped = models.denoiser.denoise_from(
+                warped,
+                settings.later_frame_step,
+                sampler=settings.later_frame_sampler,
+                num_steps=settings.later_frame_steps,
+                generators=generators,
+            )
+        out[carried] = warped
+    if settings.cell_brightness == "fitted":
+        out = match_brightness(out, masks, brightness)
+    return extend_texture(out, masks)
 
 
 def paste_textures(
     textures: torch.Tensor, masks: torch.Tensor, cells: list[CellFrame], height: int, width: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Warp all local textures and masks into the scene at once.
+    """Warp all local textures (extended past their masks) and masks into the scene at once.
 
-    Textures are first extended a few pixels past their mask (grey dilation), so bilinear resampling at the
-    rim blends with the cell's own intensity instead of the zero background.
+    The extension lets bilinear resampling at the rim blend with the cell's own intensity instead of the zero
+    background.
 
     Returns:
         scene texture (H, W) and coverage (H, W) in [0, 1].
     """
     crop = textures.shape[-1]
-    grown = torch.where(masks > 0, textures, F.max_pool2d(textures, 5, stride=1, padding=2))
     matrices = torch.tensor(
         np.stack([c.pose.matrix(crop) for c in cells]), dtype=textures.dtype, device=textures.device
     )
     warped = warp_affine(
-        torch.cat([grown, masks], dim=1), matrices, dsize=(height, width), align_corners=True, padding_mode="zeros"
+        torch.cat([textures * 1.0, masks], dim=1),
+        matrices,
+        dsize=(height, width),
+        align_corners=True,
+        padding_mode="zeros",
     )
-    return warped[:, 0].sum(0), warped[:, 1].sum(0).clamp(0, 1)
+    coverage = warped[:, 1:2]
+    scene = (warped[:, 0:1] * (coverage > 0).to(warped.dtype)).sum(0)[0]
+    weight = (coverage > 0).to(warped.dtype).sum(0)[0].clamp_min(1.0)
+    return scene / weight, coverage.sum(0)[0].clamp(0, 1)
 
 
 def _to_raw(texture: np.ndarray, intensity_range: tuple[float, float]) -> np.ndarray:
@@ -155,40 +339,56 @@ def _to_raw(texture: np.ndarray, intensity_range: tuple[float, float]) -> np.nda
 
 @torch.no_grad()
 def synthesize_sequence(
-    model: BVDM, seed: int, settings: SynthesisSettings, progress: bool = False
+    models: SynthesisModels, seed: int, settings: SynthesisSettings, progress: bool = False
 ) -> SynthesizedSequence:
-    """Synthesise one annotated sequence with the model's networks and fitted shape model.
+    """Synthesise one annotated sequence with the given networks and fitted shape model.
 
     ``progress`` shows a per-frame bar (a 92-frame sequence takes minutes on a CPU).
     """
-    if model.shape_state is None:
-        raise ValueError("this BVDM model has no fitted shape model; train it with `cellgen fit` first")
-    shape = ShapeModel.from_dict(model.shape_state)
-    crop = int(model.hparams.crop_size)
+    shape, crop = models.shape, models.crop
     notes = []
     if shape.suggested_crop() > crop:
         notes.append(f"cells up to {shape.suggested_crop()} px exceed the {crop} px crop and are scaled down")
+    fitted = settings.cell_brightness == "fitted" and shape.appearance is not None
+    if settings.cell_brightness == "fitted" and not fitted:
+        notes.append("the shape model has no fitted appearance (older checkpoint): constant brightness, as the paper")
+        settings = SynthesisSettings(**{**settings.__dict__, "cell_brightness": "constant"})
     rng = np.random.default_rng(seed)
     layout = compose_scene(
         shape, rng, settings.frames, settings.height, settings.width, settings.cells, settings.divisions, crop=crop
     )
     stats = shape.intensity
     out_dtype = np.dtype(stats.dtype)
-    background = background_image(rng, stats, settings.height, settings.width)
+    appearance_rng = np.random.default_rng([seed, 1])  # its own stream: the layout above is unchanged by it
+    appearance = shape.appearance
+    if appearance is not None:
+        background = appearance.background(appearance_rng, settings.height, settings.width)
+    else:
+        background = background_image(rng, stats, settings.height, settings.width)
+    low, high = models.intensity_range
+    brightness = track_brightness(layout, shape, appearance_rng) if fitted else {}
     images = np.empty((settings.frames, settings.height, settings.width), out_dtype)
     previous: dict[int, torch.Tensor] = {}
     frames = tqdm(layout.cell_frames, desc=f"seed {seed}", unit="frame", leave=False, disable=not progress)
     for t, cells in enumerate(frames):
         frame = background.astype(np.float64)
         if cells:
-            textures = texture_frame(model, cells, previous, seed, settings)
+            targets = [
+                (brightness[c.track_id][t - layout.tracks[c.track_id].begin] - low) / (high - low) if fitted else 0.0
+                for c in cells
+            ]
+            target = torch.tensor(targets, dtype=torch.float32, device=models.device).clamp(0.0, 1.0)
+            textures = texture_frame(models, cells, previous, target, seed, settings)
             previous = {c.track_id: textures[i] for i, c in enumerate(cells)}
             masks = _stack([c.local_mask for c in cells], textures.device)
             scene_tex, coverage = paste_textures(textures.float(), masks, cells, settings.height, settings.width)
             coverage = ndimage.gaussian_filter(coverage.cpu().numpy().astype(np.float64), 0.7)
-            cells_raw = _to_raw(scene_tex.cpu().numpy().astype(np.float64), model.intensity_range)
+            cells_raw = _to_raw(scene_tex.cpu().numpy().astype(np.float64), (low, high))
             frame = frame * (1.0 - coverage) + cells_raw * coverage
-        noisy = add_noise(frame, stats, rng)
+        if appearance is not None:
+            noisy = appearance.add_noise(frame, rng, stats.max_value)
+        else:
+            noisy = add_noise(frame, stats, rng)
         images[t] = np.round(noisy).astype(out_dtype) if np.issubdtype(out_dtype, np.integer) else noisy
     notes.extend(layout.notes)
     masks_out = layout.masks.astype(np.uint16)

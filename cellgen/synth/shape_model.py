@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage, special
 
+from cellgen.data.cell_extent import cell_mask, resolve_tra_expansion
 from cellgen.data.ctc import CTCSequence, daughters_of
 from cellgen.data.errors import CellgenInputError
+from cellgen.synth.appearance import AppearanceAccumulator, CellAppearance
 from cellgen.synth.contour import (
     aligned_sq_distance,
     canonical_profiles,
@@ -149,6 +151,7 @@ class ShapeModel:
     daughter_area_ratio_mean: float  # daughter area / mother's last area
     daughter_area_ratio_std: float
     intensity: IntensityStats
+    appearance: CellAppearance | None = None  # per-cell brightness, texture, background, noise (None: old model)
     rounding_frames: int = ROUNDING_FRAMES
     stats: dict = field(default_factory=dict)  # descriptive numbers for summary() (not used to sample)
     notes: list[str] = field(default_factory=list)
@@ -164,6 +167,7 @@ class ShapeModel:
         variance_kept: float = 0.95,
         max_components: int = 12,
         intensity_frames: int = 16,
+        tra_expand: float | str = "auto",
     ) -> ShapeModel:
         """Fit every statistic on the TRA masks (and raw frames) of one or more CTC sequences.
 
@@ -174,6 +178,8 @@ class ShapeModel:
             variance_kept: PCA keeps the fewest components explaining this fraction (paper: 95 %).
             max_components: cap on PCA components.
             intensity_frames: evenly spaced frames per sequence used for brightness statistics.
+            tra_expand: growth (px) of TRA markers to whole cells, or ``auto`` to match the sequence's own SEG
+                frames (:mod:`cellgen.data.cell_extent`); shapes and brightness are of whole cells.
         """
         if isinstance(sequences, (str, Path, CTCSequence)):
             sequences = [sequences]
@@ -182,6 +188,7 @@ class ShapeModel:
             raise CellgenInputError(None, "ShapeModel.fit needs at least one sequence")
         obs = _Observations(n_angles)
         accumulator = IntensityAccumulator()
+        appearance = AppearanceAccumulator()
         division_pairs: list[tuple[int, int, list[int]]] = []  # mother's last key and frame, daughters' first keys
         n_divisions = 0
         for index, seq in enumerate(seqs):
@@ -191,10 +198,15 @@ class ShapeModel:
             with_images = [t for t in frames if t in seq.frame_paths]
             pick = np.unique(np.linspace(0, len(with_images) - 1, min(intensity_frames, len(with_images))).round())
             chosen = {with_images[int(i)] for i in pick} if with_images else set()
+            radius = resolve_tra_expansion(seq, tra_expand)
             for t in frames:
-                mask = seq.tra_mask(t)
-                if t in chosen:
-                    accumulator.add(seq.image(t), mask)
+                mask = cell_mask(seq, t, radius)
+                if t in seq.frame_paths:
+                    image = seq.image(t)
+                    appearance.add_cells(index << _BITS, t, image, mask)
+                    if t in chosen:
+                        accumulator.add(image, mask)
+                        appearance.add_details(image, mask)
                 obs.add_frame(index, t, mask, is_last=t == frames[-1])
             frame_set = set(frames)
             if seq.has_tracks:
@@ -208,7 +220,7 @@ class ShapeModel:
                         kid_keys = [_key(index, k, table[k].begin) for k in kids]
                         division_pairs.append((mother, table[parent].end, kid_keys))
         return _fit_from_observations(
-            cls, obs.finish(), accumulator, division_pairs, n_divisions, seqs, variance_kept, max_components
+            cls, obs.finish(), accumulator, appearance, division_pairs, n_divisions, seqs, variance_kept, max_components
         )
 
     # ----------------------------------------------------------------------------------------- reporting
@@ -259,8 +271,8 @@ class ShapeModel:
             value = getattr(self, f.name)
             if f.name in _ARRAYS:
                 value = np.asarray(value, np.float64).tolist()
-            elif f.name == "intensity":
-                value = value.to_dict()
+            elif f.name in ("intensity", "appearance"):
+                value = value.to_dict() if value is not None else None
             elif f.name in ("stats", "notes"):
                 value = _plain(value)
             out[f.name] = value
@@ -272,7 +284,7 @@ class ShapeModel:
         if data.get("version") != MODEL_VERSION:
             raise CellgenInputError(None, f"shape model version {data.get('version')} is not {MODEL_VERSION}")
         names = {f.name for f in fields(cls)}
-        missing = sorted(names - set(data) - {"rounding_frames", "stats", "notes"})
+        missing = sorted(names - set(data) - {"rounding_frames", "stats", "notes", "appearance"})
         if missing:
             raise CellgenInputError(None, f"shape model dict lacks {', '.join(missing)}")
         kwargs = {k: v for k, v in data.items() if k in names}
@@ -280,6 +292,8 @@ class ShapeModel:
             kwargs[name] = np.asarray(kwargs[name], np.float64)
         kwargs["components"] = kwargs["components"].reshape(-1, int(data["n_angles"]))
         kwargs["intensity"] = IntensityStats.from_dict(kwargs["intensity"])
+        if kwargs.get("appearance") is not None:
+            kwargs["appearance"] = CellAppearance.from_dict(kwargs["appearance"])
         return cls(**kwargs)
 
     # ----------------------------------------------------------------------------------------- sampling
@@ -514,7 +528,9 @@ def _plain(value):
     return value
 
 
-def _fit_from_observations(cls, obs, accumulator, division_pairs, n_divisions, seqs, variance_kept, max_components):
+def _fit_from_observations(
+    cls, obs, accumulator, appearance, division_pairs, n_divisions, seqs, variance_kept, max_components
+):
     notes: list[str] = []
     n_angles = obs["profile"].shape[1]
     valid = ~obs["border"]  # cells cut by the image edge have a wrong shape, area and centroid
@@ -628,6 +644,7 @@ def _fit_from_observations(cls, obs, accumulator, division_pairs, n_divisions, s
     censored = touches_end | touches_start
 
     intensity = accumulator.result() if accumulator.dtype is not None else _no_intensity(notes)
+    cell_appearance = appearance.result(float(log_area.mean()), float(log_area.std())) if appearance.noise else None
     stats = {
         "sequences": [str(s.path) for s in seqs],
         "cell_frames": int(keys.size),
@@ -675,6 +692,7 @@ def _fit_from_observations(cls, obs, accumulator, division_pairs, n_divisions, s
         daughter_area_ratio_mean=ratio_mean,
         daughter_area_ratio_std=ratio_std,
         intensity=intensity,
+        appearance=cell_appearance,
         stats=_plain(stats),
         notes=notes,
     )
