@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from cellgen.cli import main
+from cellgen.commands.evaluate import evaluate_mitosis_command
 from cellgen.data.event_frames import FrameVolume
 from cellgen.data.mitosis_data import MitosisSequence, MitosisWindowDataset, label_volume, read_mitosis_points
-from cellgen.metrics.commands import evaluate_mitosis_command
 from cellgen.metrics.mitosis import read_points_csv, write_points_csv
 from cellgen.models.mitosis_detector import (
     BidirectionalMitosisNet,
