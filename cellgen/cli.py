@@ -23,18 +23,18 @@ LIGHTNING_COMMANDS = {
 # name -> ("module:attribute", one-line help). Later capabilities register here. Required arguments are
 # options (``--ckpt PATH``) except for the commands in POSITIONAL_COMMANDS (``cellgen check-ctc DIR``).
 EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare-data": ("cellgen.data.commands:PREPARE_DATA", "generate the demo dataset or cache patch videos"),
-    "check-ctc": ("cellgen.data.commands:check_ctc", "validate a CTC sequence folder (exit 0 valid, 2 not)"),
+    "prepare-data": ("cellgen.commands.data:PREPARE_DATA", "generate the demo dataset or cache patch videos"),
+    "check-ctc": ("cellgen.commands.data:check_ctc", "validate a CTC sequence folder (exit 0 valid, 2 not)"),
     "synthesize": (
-        "cellgen.synth.commands:synthesize",
+        "cellgen.commands.synthesize:synthesize",
         "write N annotated synthetic sequences from a BVDM checkpoint",
     ),
     "evaluate": (
-        "cellgen.metrics.commands:EVALUATE",
+        "cellgen.commands.evaluate:EVALUATE",
         "score results: ctc, downstream, fid/fvd, morphology, mitosis",
     ),
-    "estimate-k": ("cellgen.models.event_commands:estimate_k", "estimate event length and the detector's k"),
-    "mitosis-sweep": ("cellgen.models.event_commands:mitosis_sweep", "the Phan et al. k x frames experiment"),
+    "estimate-k": ("cellgen.commands.events:estimate_k", "estimate event length and the detector's k"),
+    "mitosis-sweep": ("cellgen.commands.events:mitosis_sweep", "the Phan et al. k x frames experiment"),
 }
 
 POSITIONAL_COMMANDS = {"check-ctc"}

@@ -268,7 +268,7 @@ def test_evaluate_help_is_fast_to_import() -> None:
     import subprocess
     import sys
 
-    code = "import sys, cellgen.metrics.commands; print(int(any(m in sys.modules for m in ('torch', 'lightning'))))"
+    code = "import sys, cellgen.commands.evaluate; print(int(any(m in sys.modules for m in ('torch', 'lightning'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.stdout.strip() == "0"
 

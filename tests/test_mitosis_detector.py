@@ -11,18 +11,18 @@ import pytest
 import torch
 
 from cellgen.cli import main
+from cellgen.commands.evaluate import evaluate_mitosis_command
 from cellgen.data.event_frames import FrameVolume
-from cellgen.data.mitosis_data import MitosisSequence, MitosisWindowDataset, label_volume, read_mitosis_points
-from cellgen.metrics.commands import evaluate_mitosis_command
-from cellgen.metrics.mitosis import read_points_csv, write_points_csv
-from cellgen.models.mitosis_detector import (
-    BidirectionalMitosisNet,
+from cellgen.data.mitosis_data import MitosisSequence, MitosisWindowDataset, label_volume
+from cellgen.data.points import read_mitosis_points, read_points_csv, write_points_csv
+from cellgen.metrics.mitosis_detection import (
     calibrate_threshold,
     detect_components,
     to_original,
     window_probabilities,
     window_starts,
 )
+from cellgen.models.mitosis_detector import BidirectionalMitosisNet
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny" / "mitosis_detector.yaml")

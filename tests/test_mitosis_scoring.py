@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellgen.metrics.mitosis import match_events, read_points_csv, score_detections, write_points_csv
+from cellgen.data.points import read_points_csv, write_points_csv
+from cellgen.metrics.mitosis import match_events, score_detections
 
 
 def pts(*rows: tuple[float, ...]) -> np.ndarray:

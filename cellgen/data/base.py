@@ -6,7 +6,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from cellgen.data.ctc import CTCSequence
 from cellgen.data.synthetic import demo_sequence
@@ -28,6 +28,30 @@ class CellgenDataModule(L.LightningDataModule):
         """Open the configured sequences (or the demo sequence), raising one-line errors for bad folders."""
         paths = self.sequence_paths or [str(demo_sequence(self.demo_flavour))]
         return [CTCSequence(Path(p)) for p in paths]
+
+
+class TrainValDataModule(CellgenDataModule):
+    """A data module with a ``train_set`` and a ``val_set`` and ``batch_size``/``num_workers`` hyperparameters.
+
+    Training batches are shuffled; the last short batch is dropped only when a full one exists, so a set smaller
+    than one batch (the tiny demo configs) still trains.
+    """
+
+    train_set: Dataset | None
+    val_set: Dataset | None
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set,
+            batch_size=self.hparams.batch_size,
+            shuffle=True,
+            num_workers=self.hparams.num_workers,
+            drop_last=len(self.train_set) >= self.hparams.batch_size,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
 
 
 class SampleIndexDataset(Dataset):

@@ -7,7 +7,7 @@ from functools import cached_property
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cellgen.data.base import CellgenDataModule, SampleIndexDataset
+from cellgen.data.base import SampleIndexDataset, TrainValDataModule
 from cellgen.data.cell_crops import CellCropDataModule
 
 
@@ -27,7 +27,7 @@ class CellsAndPairs(Dataset):
         return {"cells": self.cells[index % len(self.cells)], "pairs": self.pairs[index % len(self.pairs)]}
 
 
-class BVDMDataModule(CellgenDataModule):
+class BVDMDataModule(TrainValDataModule):
     """Batches ``{"cells": (B, 1, S, S), "pairs": (B, 2, S, S)}`` from CTC sequences (demo data if none given).
 
     Args:
@@ -91,19 +91,6 @@ class BVDMDataModule(CellgenDataModule):
     @property
     def foreground_mean(self) -> float | None:
         return self.cells.foreground_mean
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set,
-            batch_size=self.hparams.batch_size,
-            shuffle=True,
-            num_workers=self.hparams.num_workers,
-            drop_last=len(self.train_set) >= self.hparams.batch_size,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
 
     def predict_dataloader(self) -> DataLoader:
         """Sequence indices 0..num_predict-1; under DDP each rank gets a disjoint share, each index once."""

@@ -30,7 +30,7 @@ from cellgen.data.errors import CellgenInputError
 _FRAME_RE = re.compile(r"^t(\d{3}|\d{4}|\d{6})\.tiff?$")
 _TRA_RE = re.compile(r"^man_track(\d{3}|\d{4}|\d{6})\.tiff?$")
 _SEG_RE = re.compile(r"^man_seg(\d{3}|\d{4}|\d{6})\.tiff?$")
-_RES_RE = re.compile(r"^mask(\d{3}|\d{4}|\d{6})\.tiff?$")
+RES_MASK_RE = re.compile(r"^mask(\d{3}|\d{4}|\d{6})\.tiff?$")
 
 
 @dataclass(frozen=True)
@@ -316,13 +316,14 @@ def validate_sequence(path: str | Path, check_masks: bool = True) -> list[str]:
         tracks = seq.tracks
     except CellgenInputError as exc:
         return problems + [str(exc)]
-    problems += _check_track_table(seq.track_file, tracks, last)
+    problems += check_track_table(seq.track_file, tracks, last)
     if check_masks:
         problems += _check_masks(seq, tracks, shape)
     return problems
 
 
-def _check_track_table(table: Path, tracks: Mapping[int, Track], last_frame: int) -> list[str]:
+def check_track_table(table: Path, tracks: Mapping[int, Track], last_frame: int) -> list[str]:
+    """One line per problem of a track table (``L B E P``), for ground truth and tracking results alike."""
     problems = []
     for t in tracks.values():
         if t.label <= 0:

@@ -22,42 +22,7 @@ from cellgen.data.base import CellgenDataModule
 from cellgen.data.ctc import CTCSequence
 from cellgen.data.errors import CellgenInputError
 from cellgen.data.event_frames import EpochSampler, FrameVolume, check_crop, crop_origin, load_volume, random_dihedral
-from cellgen.metrics.mitosis import read_points_csv
-
-# --------------------------------------------------------------------------------------------- points
-
-
-def read_mitosis_points(path: str | Path) -> np.ndarray:
-    """Mitosis points (N, 3) as (t, y, x) in original pixels, from a points CSV or an ``x y frame id`` list.
-
-    The whitespace format is recognised by its ``%`` header lines or by a first data line without commas
-    (latin-1, as the HeLa file from Ctk is).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CellgenInputError(path, "points file not found")
-    lines = [line.strip() for line in path.read_text(encoding="latin-1").splitlines() if line.strip()]
-    data = [line for line in lines if not line.startswith("%")]
-    if len(data) < len(lines) or (data and "," not in data[0]):
-        points = []
-        for number, line in enumerate(data, start=1):
-            fields = line.split()
-            try:
-                x, y, frame = (float(v) for v in fields[:3])
-            except ValueError as exc:
-                raise CellgenInputError(path, f"data line {number} is not 'x y frame [id]': {line!r}") from exc
-            points.append((frame, y, x))
-        return np.asarray(points, np.float64).reshape(-1, 3)
-    try:
-        return read_points_csv(path)[:, :3]
-    except ValueError as exc:
-        raise CellgenInputError(path, str(exc).removeprefix(f"{path}: ")) from exc
-
-
-def division_points(seq: CTCSequence) -> np.ndarray:
-    """Divisions of the lineage as points (N, 3) (t, y, x); divisions without a known location are skipped."""
-    points = [(d.frame, d.y, d.x) for d in seq.divisions() if np.isfinite(d.y) and np.isfinite(d.x)]
-    return np.asarray(points, np.float64).reshape(-1, 3)
+from cellgen.data.points import division_points, read_mitosis_points
 
 
 def label_volume(points: np.ndarray, shape: tuple[int, int, int], dilations: int = 3) -> np.ndarray:

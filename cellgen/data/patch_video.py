@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cellgen.data.atomic import atomic_file
-from cellgen.data.base import CellgenDataModule, SampleIndexDataset
+from cellgen.data.base import SampleIndexDataset, TrainValDataModule
 from cellgen.data.ctc import CTCSequence
 from cellgen.data.errors import CellgenInputError
 
@@ -156,7 +156,7 @@ class PatchVideoDataset(Dataset):
         return torch.from_numpy(out)
 
 
-class PatchVideoDataModule(CellgenDataModule):
+class PatchVideoDataModule(TrainValDataModule):
     """Patch videos of one or more CTC sequences (defaults: paper Sec. 4.2-4.3; demo data if none given).
 
     Args:
@@ -221,19 +221,6 @@ class PatchVideoDataModule(CellgenDataModule):
         val_idx, train_idx = order[:n_val], order[n_val:]
         self.train_set = PatchVideoDataset(videos[train_idx], self.hparams.flips, self.flow_channels)
         self.val_set = PatchVideoDataset(videos[val_idx] if n_val else videos[:1], False, self.flow_channels)
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set,
-            batch_size=self.hparams.batch_size,
-            shuffle=True,
-            num_workers=self.hparams.num_workers,
-            drop_last=len(self.train_set) >= self.hparams.batch_size,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
 
     def predict_dataloader(self) -> DataLoader:
         """Global sample indices 0..num_predict-1 (B,); Lightning's sampler gives each DDP rank its own share."""

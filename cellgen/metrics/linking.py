@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from cellgen.data.ctc import _RES_RE, Track, _check_track_table, read_tiff, read_tracks, write_tiff, write_tracks
+from cellgen.data.ctc import RES_MASK_RE, Track, check_track_table, read_tiff, read_tracks, write_tiff, write_tracks
 from cellgen.data.errors import CellgenInputError
 
 
@@ -219,10 +219,10 @@ def check_result(res_dir: str | Path) -> list[str]:
         tracks = read_tracks(table)
     except CellgenInputError as exc:
         return [str(exc)]
-    masks = {int(m.group(1)): p for p in res_dir.iterdir() if (m := _RES_RE.match(p.name))}
+    masks = {int(m.group(1)): p for p in res_dir.iterdir() if (m := RES_MASK_RE.match(p.name))}
     if not masks:
         return [f"{res_dir}: no maskTTT.tif files"]
-    problems = _check_track_table(table, tracks, max(masks))
+    problems = check_track_table(table, tracks, max(masks))
     seen: dict[int, set[int]] = {}
     for t, path in sorted(masks.items()):
         for label in np.unique(read_tiff(path)).tolist():

@@ -19,102 +19,15 @@ and F1 0. F1 is computed as ``2 tp / (2 tp + fp + fn)``.
 
 from __future__ import annotations
 
-import csv
-import math
-from pathlib import Path
-
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from cellgen.data.atomic import atomic_file
+from cellgen.data.points import as_points
 
-POINT_COLUMNS = ("t", "y", "x")
-SCORE_COLUMN = "score"
 RULES = ("hungarian", "lenient")
 
 _EDGE_SLACK = 1e-9  # tolerances are inclusive; absorb float rounding at the edge (e.g. hypot(6, 8) = 10)
 _TEMPORAL_WEIGHT = 1e-3  # cost per frame of offset: only breaks ties between equally distant predictions
-
-
-def read_points_csv(path: str | Path) -> np.ndarray:
-    """Read event points from a CSV with header ``t,y,x`` and an optional ``score`` column.
-
-    Columns are found by name, so their order in the file is free and extra columns are ignored.
-
-    Args:
-        path: CSV file.
-
-    Returns:
-        (N, 3) float64 ``(t, y, x)``, or (N, 4) ``(t, y, x, score)`` when the header has ``score``;
-        a header-only file gives (0, 3) or (0, 4).
-
-    Raises:
-        ValueError: missing header or column, wrong field count, or a non-numeric or non-finite value.
-    """
-    path = Path(path)
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
-        raise ValueError(f"{path}: empty file, expected a header 't,y,x[,score]'")
-    header = [name.strip().lower() for name in rows[0]]
-    missing = [name for name in POINT_COLUMNS if name not in header]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} in header {','.join(rows[0])!r}")
-    wanted = list(POINT_COLUMNS) + ([SCORE_COLUMN] if SCORE_COLUMN in header else [])
-    index = [header.index(name) for name in wanted]
-    points = []
-    for line_no, row in enumerate(rows[1:], start=2):
-        if not any(field.strip() for field in row):
-            continue
-        if len(row) != len(header):
-            raise ValueError(f"{path}: line {line_no} has {len(row)} fields, header has {len(header)}")
-        values = []
-        for name, k in zip(wanted, index, strict=True):
-            try:
-                value = float(row[k])
-            except ValueError:
-                raise ValueError(f"{path}: line {line_no}: non-numeric {name} {row[k]!r}") from None
-            if not math.isfinite(value):
-                raise ValueError(f"{path}: line {line_no}: non-finite {name} {row[k]!r}")
-            values.append(value)
-        points.append(values)
-    return np.asarray(points, dtype=np.float64).reshape(-1, len(wanted))
-
-
-def write_points_csv(path: str | Path, points: np.ndarray, with_score: bool = True) -> Path:
-    """Write event points as ``t,y,x[,score]`` CSV, atomically (temp file then ``os.replace``).
-
-    An interrupted write never leaves a truncated file that :func:`read_points_csv` would accept.
-
-    Args:
-        path: destination; parent folders are created.
-        points: (N, 3) ``(t, y, x)`` or (N, 4) ``(t, y, x, score)``.
-        with_score: write the ``score`` column; needs (N, 4) points. ``False`` drops any score.
-
-    Returns:
-        The written path.
-    """
-    path = Path(path)
-    points = _as_points(points, "points")
-    if with_score and points.shape[1] < 4:
-        raise ValueError(f"points have no score column (shape {points.shape}); pass with_score=False")
-    columns = list(POINT_COLUMNS) + ([SCORE_COLUMN] if with_score else [])
-    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in points[:, : len(columns)]:
-            writer.writerow([f"{v:.17g}" for v in row])  # 17 significant digits round-trip float64
-    return path
-
-
-def _as_points(points: np.ndarray, name: str) -> np.ndarray:
-    """(N, >=3) float64 array; an empty input of any shape becomes (0, 3)."""
-    arr = np.asarray(points, dtype=np.float64)
-    if arr.size == 0:
-        return arr.reshape(0, max(3, arr.shape[-1] if arr.ndim == 2 else 3))
-    if arr.ndim != 2 or arr.shape[1] < 3:
-        raise ValueError(f"{name} must have shape (N, 3) or (N, 4) as (t, y, x[, score]), got {arr.shape}")
-    return arr
 
 
 def _admissible(
@@ -153,7 +66,7 @@ def match_events(
         Matched ``(gt_index, pred_index)`` pairs, sorted by ``gt_index``.
     """
     _check_tolerances(spatial_tol, temporal_tol)
-    gt, pred = _as_points(gt, "gt"), _as_points(pred, "pred")
+    gt, pred = as_points(gt, "gt"), as_points(pred, "pred")
     if len(gt) == 0 or len(pred) == 0:
         return []
     ok, ds, dt = _admissible(gt, pred, spatial_tol, temporal_tol)
@@ -190,7 +103,7 @@ def score_detections(
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     _check_tolerances(spatial_tol, temporal_tol)
-    gt, pred = _as_points(gt, "gt"), _as_points(pred, "pred")
+    gt, pred = as_points(gt, "gt"), as_points(pred, "pred")
     if rule == "hungarian":
         tp = len(match_events(gt, pred, spatial_tol, temporal_tol))
         fp, fn = len(pred) - tp, len(gt) - tp

@@ -367,8 +367,8 @@ def evaluate_mitosis_command(
         first_frame: score only events and detections from this frame on.
         last_frame: and up to this frame (inclusive).
     """
-    from cellgen.data.mitosis_data import division_points, read_mitosis_points
-    from cellgen.metrics.mitosis import RULES, read_points_csv, score_detections
+    from cellgen.data.points import division_points, read_mitosis_points, read_points_csv
+    from cellgen.metrics.mitosis import RULES, score_detections
 
     if rule not in RULES:
         raise CellgenInputError(None, f"rule must be one of {RULES}, got {rule!r}")

@@ -260,8 +260,9 @@ def mitosis_sweep(
     from tqdm import tqdm
 
     from cellgen.data.mitosis_data import MitosisDataModule, MitosisSequence, load_mitosis_sequence
+    from cellgen.data.points import write_points_csv
     from cellgen.data.synthetic import demo_sequence
-    from cellgen.metrics.mitosis import RULES, score_detections, write_points_csv
+    from cellgen.metrics.mitosis import RULES, score_detections
     from cellgen.models.mitosis_detector import MitosisDetector
 
     if rule not in RULES:

@@ -1,0 +1,110 @@
+"""From a detector's per-voxel mitosis probabilities to scored points (Phan et al. 2019, Sec. III G).
+
+Windows of k frames at stride 2 cover the sequence; the sigmoid outputs of overlapping windows are averaged per
+frame. The volume is binarised at a threshold fixed on the training frames (never on the test frames), split into
+3-D connected components, and each component's centre of mass is one detection (t, y, x, score = its peak),
+mapped back to original frames and pixels. Any network ``(1, 1, k, H, W) -> logits`` works here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+
+from cellgen.data.mitosis_data import MitosisSequence
+from cellgen.metrics.mitosis import score_detections
+
+CALIBRATION_THRESHOLDS = tuple(np.round(np.concatenate([[0.02, 0.03], np.arange(0.05, 0.951, 0.05)]), 3))
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """First frames of the windows: every ``stride`` frames, plus one flush with the end so every frame is seen."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
+@torch.no_grad()
+def window_probabilities(net: nn.Module, frames: torch.Tensor, window: int, stride: int = 2) -> torch.Tensor:
+    """Average of the sigmoid outputs of all windows covering each frame (Sec. III G).
+
+    Args:
+        net: maps (1, 1, k, H, W) to logits of the same shape.
+        frames: (T, H, W).
+        window: k; a sequence shorter than k is one shorter window.
+        stride: frames between window starts (paper: 2).
+
+    Returns:
+        (T, H, W) probabilities.
+    """
+    total = torch.zeros_like(frames, dtype=torch.float32)
+    count = torch.zeros(frames.shape[0], dtype=torch.float32, device=frames.device)
+    for start in window_starts(frames.shape[0], window, stride):
+        clip = frames[start : start + window]
+        total[start : start + len(clip)] += torch.sigmoid(net(clip[None, None].float()))[0, 0]
+        count[start : start + len(clip)] += 1
+    return total / count[:, None, None]
+
+
+def detect_components(probability: np.ndarray, threshold: float, min_voxels: int = 1) -> np.ndarray:
+    """Detections (M, 4) (t, y, x, score) in volume coordinates from a (T, H, W) probability volume.
+
+    Each 3-D connected component (26-connectivity) of ``probability > threshold`` with at least ``min_voxels``
+    voxels gives its probability-weighted centre of mass and its peak probability as score.
+    """
+    binary = probability > threshold
+    labels, count = ndimage.label(binary, structure=np.ones((3, 3, 3), bool))
+    if count == 0:
+        return np.zeros((0, 4))
+    index = np.arange(1, count + 1)
+    sizes = ndimage.sum(binary, labels, index)
+    centres = np.asarray(ndimage.center_of_mass(probability, labels, index), np.float64).reshape(-1, 3)
+    peaks = np.asarray(ndimage.maximum(probability, labels, index), np.float64)
+    keep = sizes >= min_voxels
+    return np.column_stack([centres[keep], peaks[keep]])
+
+
+def to_original(detections: np.ndarray, sequence: MitosisSequence) -> np.ndarray:
+    """Volume coordinates (t position, stored px) -> original (frame index, px) of (M, 4) detections."""
+    if not len(detections):
+        return detections.reshape(0, 4)
+    indices = np.asarray(sequence.volume.indices)
+    positions = np.clip(np.round(detections[:, 0]).astype(int), 0, len(indices) - 1)
+    yx = sequence.volume.to_full(detections[:, 1:3])
+    return np.column_stack([indices[positions], yx, detections[:, 3]])
+
+
+def calibrate_threshold(
+    probability: np.ndarray,
+    sequence: MitosisSequence,
+    spatial_tol: float,
+    temporal_tol: int,
+    min_voxels: int = 1,
+    thresholds: tuple[float, ...] = CALIBRATION_THRESHOLDS,
+) -> tuple[float, float]:
+    """Threshold with the best F1 on the training frames only (Sec. III G: fixed on training data).
+
+    Args:
+        probability: (T, H, W) of the whole sequence; only detections in the first ``train_frames`` count.
+        sequence: gives the training points and the coordinate mapping.
+        spatial_tol: matching radius in original pixels.
+        temporal_tol: matching tolerance in frames.
+        min_voxels: smallest component kept.
+        thresholds: candidates; ties go to the higher threshold (fewer false positives).
+
+    Returns:
+        (threshold, training F1).
+    """
+    train_points, _ = sequence.split_points()
+    best = (0.5, -1.0)
+    for threshold in thresholds:
+        found = detect_components(probability[: sequence.train_frames], threshold, min_voxels)
+        f1 = score_detections(train_points, to_original(found, sequence), spatial_tol, temporal_tol)["f1"]
+        if f1 >= best[1]:
+            best = (float(threshold), float(f1))
+    return best
