@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +90,31 @@ def test_synthesize_rejects_missing_and_foreign_checkpoints(tmp_path: Path, caps
     torch.save({"state_dict": {}, "hyper_parameters": {}}, foreign)
     assert main(["synthesize", "--ckpt", str(foreign), "--out", str(tmp_path / "o")]) == 2
     assert "not a BVDM checkpoint" in capsys.readouterr().err
+
+
+def test_ablation_grid_is_journalled_and_resumed(
+    tiny_bvdm: Path, demo_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    test_seq = demo_dataset / "Demo-Fluo" / "02"
+    args = ["bvdm-ablation", "--ckpt", str(tiny_bvdm), "--test", str(test_seq), "--out", str(tmp_path)]
+    args += ["--config", str(REPO / "configs" / "tiny" / "downstream.yaml"), "--fid", "false"]
+    args += ["--first_steps", "[5]", "--later_steps", "[0,2]", "--frames", "3", "--size", "96x96", "--cells", "3"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["cell"] for r in result["rows"]] == ["f0_5_fl_0", "f0_5_fl_2", "statistical"]
+    for row in result["rows"]:
+        assert 0.0 <= row["SEG"] <= 1.0
+    rows = list(csv.DictReader((tmp_path / "ablation.csv").open()))
+    assert len(rows) == 3 and (tmp_path / "ablation_SEG.png").is_file()
+    # The same grid again: every cell comes from the journal, nothing is synthesised or trained.
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("done before (journal)") == 3
+
+
+def test_subset_keeps_a_valid_window(demo_dataset: Path, tmp_path: Path) -> None:
+    source = demo_dataset / "Demo-Fluo" / "01"
+    assert main(["prepare-data", "subset", "--sequence", str(source), "--out", str(tmp_path), "--frames", "5"]) == 0
+    subset = CTCSequence(tmp_path / "01")
+    assert len(subset) == 5 and validate_sequence(tmp_path / "01") == []
+    np.testing.assert_array_equal(subset.image(4), CTCSequence(source).image(4))
+    assert all(track.end <= 4 for track in subset.tracks.values())

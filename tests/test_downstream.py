@@ -217,14 +217,14 @@ def test_segmenter_fits_demo_data(small_demo: Path, one_thread: None) -> None:
 def test_evaluate_downstream_end_to_end(small_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["evaluate", "downstream", f"--config={TINY_CONFIG}", f"--out={tmp_path}"]
     args += [f"--train={small_demo / '01'}", f"--test={small_demo / '02'}", f"--synthetic=[{small_demo / '01'}]"]
-    assert main(args) == 0
+    assert main([*args, "--combined=false"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [row["name"] for row in result["rows"]] == ["real", "synthetic"]
     for row in result["rows"]:
         for key in ("SEG", "TRA", "DET"):
             assert 0.0 <= row[key] <= 1.0
     # Same data, budget and seed: the two rows are the same run, so the ratio is exactly 1.
-    assert result["ratio"] == {"SEG": 1.0, "TRA": 1.0, "DET": 1.0}
+    assert result["ratio"] == {"synthetic": {"SEG": 1.0, "TRA": 1.0, "DET": 1.0}}
     res = tmp_path / "real" / "02_RES"
     assert check_result(res) == []
     assert len(list(res.glob("mask*.tif"))) == 12

@@ -26,12 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 
 # Upward imports still to be removed, each owned by an open issue; remove an entry when its import goes (a stale
 # entry fails the test too). Empty is the goal.
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    # issue 11: synth/pipeline.py takes small protocols instead of a BVDM module.
-    ("cellgen.synth.pipeline", "cellgen.models.bvdm"),
-    # issue 11: the downstream protocol takes the segmenter from the command layer.
-    ("cellgen.metrics.downstream", "cellgen.models.segmentation"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:

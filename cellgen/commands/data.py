@@ -74,7 +74,50 @@ def prepare_patches(
     return 0
 
 
-PREPARE_DATA = {"demo": prepare_demo, "patches": prepare_patches}
+def prepare_subset(sequence: str, out: str, frames: int = 5, start: int = 0, overwrite: bool = False) -> int:
+    """Write the first ``frames`` annotated frames of a sequence as a sequence of its own (few-shot experiments).
+
+    The lineage is cut to the window (tracks clipped, parents outside it dropped) and the SEG masks inside it are
+    kept, so ``fit`` and ``evaluate downstream`` see exactly what a user who annotated only these frames has.
+
+    Args:
+        sequence: source raw-frame folder with TRA for every frame, e.g. data/Fluo-N2DH-GOWT1/01.
+        out: output dataset folder (receives the sequence under the source's name, e.g. OUT/01).
+        frames: number of frames in the window.
+        start: first frame of the window (index into the sequence's frames).
+        overwrite: replace an existing output sequence.
+    """
+    from cellgen.data.ctc import Track, write_sequence
+
+    seq = CTCSequence(sequence)
+    indices = seq.frame_indices
+    if frames < 1 or start < 0 or start + frames > len(indices):
+        raise CellgenInputError(seq.path, f"window start {start} + {frames} frames exceeds its {len(indices)} frames")
+    window = indices[start : start + frames]
+    missing = [t for t in window if t not in seq.tra_paths]
+    if missing:
+        raise CellgenInputError(seq.gt_dir / "TRA", f"no TRA mask for frame {missing[0]}", "choose another window")
+    first, last = window[0], window[-1]
+    kept = {k: v for k, v in seq.tracks.items() if v.begin <= last and v.end >= first}
+    tracks = {}
+    for k, v in kept.items():
+        parent = v.parent if v.parent in kept and v.begin > first else 0
+        tracks[k] = Track(k, max(v.begin, first) - first, min(v.end, last) - first, parent)
+    seg = {t - first: seq.seg_mask(t) for t in window if t in seq.seg_paths}
+    path = write_sequence(
+        out,
+        seq.name,
+        (seq.image(t) for t in window),
+        (seq.tra_mask(t) for t in window),
+        tracks,
+        seg_masks=seg,
+        overwrite=overwrite,
+    )
+    print(f"{path}  ({frames} frames from {seq.path}, {len(tracks)} tracks, {len(seg)} SEG frames)")
+    return 0
+
+
+PREPARE_DATA = {"demo": prepare_demo, "patches": prepare_patches, "subset": prepare_subset}
 
 
 def check_ctc(sequence: str, skip_masks: bool = False) -> int:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cellgen.commands.downstream import DownstreamBudget
 from cellgen.data.ctc import CTCSequence
 from cellgen.data.errors import CellgenInputError
-from cellgen.metrics.downstream import DownstreamBudget
 
 SCORES = ("SEG", "TRA", "DET")
 
@@ -162,13 +162,14 @@ def evaluate_downstream_command(
     out: str = "runs/downstream",
     budget: DownstreamBudget = DownstreamBudget(),
     seed: int = 0,
+    combined: bool = True,
     wandb_project: str | None = None,
 ) -> int:
     """Does the synthetic data help? Train a segmenter on real and on synthetic data, score both on a real test.
 
     The BVDM Table 1 protocol (Yilmaz et al. 2024): the row "real" trains on --train, the row "synthetic" on
     --synthetic, under the same budget and seed; both segment and track --test and are scored by SEG/TRA/DET,
-    with their ratio. Writes OUT/{real,synthetic}/ (checkpoint, NN_RES result), OUT/report.json and
+    with their ratio. Writes OUT/{real,synthetic,real + synthetic}/ (checkpoint, NN_RES result), OUT/report.json and
     OUT/report.md; the last printed line is JSON with the rows.
 
     Args:
@@ -178,12 +179,16 @@ def evaluate_downstream_command(
         out: output folder.
         budget: the training/segmentation budget held equal for every row (configs/downstream.yaml).
         seed: training seed of every row.
+        combined: with --synthetic, also a row trained on real + synthetic together (synthetic data must never
+            hurt when added).
         wandb_project: also log the table to this W&B project (offline unless WANDB_MODE is set).
     """
-    from cellgen.metrics.downstream import run_downstream
+    from cellgen.commands.downstream import run_downstream
 
     out_dir = Path(out)
     sets = [("real", _as_list(train))] + ([("synthetic", _as_list(synthetic))] if synthetic else [])
+    if synthetic and combined:
+        sets.append(("real + synthetic", _as_list(train) + _as_list(synthetic)))
     rows = []
     for name, sequences in sets:
         row = run_downstream(sequences, test, str(out_dir / name), budget, seed, name)
@@ -191,10 +196,13 @@ def evaluate_downstream_command(
         print(f"{name}: " + ", ".join(f"{k} {_cell(row[k])}" for k in SCORES) + f" ({row['wall_s']} s)", flush=True)
     table = list(rows)
     ratio = None
-    if len(rows) == 2:
-        real, synth = rows
-        ratio = {k: (synth[k] / real[k] if real[k] and synth[k] is not None else None) for k in SCORES if k in real}
-        table.append({"name": "synthetic / real", **ratio})
+    real = rows[0]
+    for other in rows[1:]:
+        name = f"{other['name']} / real"
+        values = {k: (other[k] / real[k] if real.get(k) and other.get(k) is not None else None) for k in SCORES}
+        table.append({"name": name, **values})
+        ratio = ratio or {}
+        ratio[other["name"]] = values
     columns = ["name", *SCORES, "train_s", "wall_s"]
     plot = _bar_plot(out_dir / "downstream.png", rows, SCORES, f"tested on {Path(test).parent.name}/{Path(test).name}")
     write_report(out_dir, "downstream", table, columns, {"ratio": ratio, "test": test}, {"scores": plot}, wandb_project)
@@ -204,7 +212,7 @@ def evaluate_downstream_command(
     return 0
 
 
-def _sequence_frames(path: str, size: int, max_frames: int) -> np.ndarray:
+def sequence_frames(path: str, size: int, max_frames: int) -> np.ndarray:
     """Up to ``max_frames`` evenly spaced frames (N, size, size) of a sequence, percentile-normalised to [0, 1]."""
     from cellgen.data.segmentation_data import normalised_frame, resize_image, sequence_percentiles
 
@@ -265,8 +273,8 @@ def evaluate_fid_command(
     if not real_paths or not synth_paths:
         raise CellgenInputError(None, "pass --real and --synthetic sequence folders")
     try:
-        real_frames = np.concatenate([_sequence_frames(p, INCEPTION_SIZE, max_frames) for p in real_paths])
-        fake_frames = np.concatenate([_sequence_frames(p, INCEPTION_SIZE, max_frames) for p in synth_paths])
+        real_frames = np.concatenate([sequence_frames(p, INCEPTION_SIZE, max_frames) for p in real_paths])
+        fake_frames = np.concatenate([sequence_frames(p, INCEPTION_SIZE, max_frames) for p in synth_paths])
         scores = compute_fid_kid(real_frames, fake_frames)
         if fvd:
             from cellgen.metrics.fvd import CLIP_FRAMES, CLIP_SIZE, compute_fvd
