@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cellgen.data.atomic import atomic_file
 from cellgen.data.base import CellgenDataModule, SampleIndexDataset
-from cellgen.data.cell_extent import cell_mask, resolve_tra_expansion
+from cellgen.data.cell_extent import cell_mask, match_to_tracks, resolve_tra_expansion
 from cellgen.data.ctc import CTCSequence, read_tiff
 from cellgen.data.errors import CellgenInputError
 
@@ -106,35 +106,6 @@ def intensity_percentiles(seq: CTCSequence, frames: list[int], low: float, high:
     pixels = np.concatenate([seq.image(t)[::2, ::2].ravel().astype(np.float32) for t in chosen])
     lo, hi = np.percentile(pixels, [low, high])
     return float(lo), float(max(hi, lo + 1e-6))
-
-
-def match_to_tracks(instances: np.ndarray, tra: np.ndarray) -> dict[int, int]:
-    """Map instance labels to the TRA (track) label each overlaps most; one instance per track.
-
-    SEG/ST label ids are arbitrary per frame (CTC format); the TRA markers carry the track ids.
-
-    Args:
-        instances: (H, W) instance labels.
-        tra: (H, W) TRA labels of the same frame.
-
-    Returns:
-        ``{instance_label: track_id}`` for matched instances.
-    """
-    both = (instances > 0) & (tra > 0)
-    if not both.any():
-        return {}
-    inst = instances[both].astype(np.int64)
-    trk = tra[both].astype(np.int64)
-    pairs, counts = np.unique(np.stack([inst, trk]), axis=1, return_counts=True)
-    best: dict[int, tuple[int, int]] = {}  # instance -> (count, track)
-    for (i, k), c in zip(pairs.T.tolist(), counts.tolist(), strict=True):
-        if c > best.get(i, (0, 0))[0]:
-            best[i] = (c, k)
-    owner: dict[int, tuple[int, int]] = {}  # track -> (count, instance)
-    for i, (c, k) in best.items():
-        if c > owner.get(k, (0, 0))[0]:
-            owner[k] = (c, i)
-    return {i: k for k, (_, i) in owner.items()}
 
 
 def _place(local: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
