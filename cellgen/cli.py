@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 from collections.abc import Callable
 
 from cellgen.data.errors import CellgenInputError
@@ -94,30 +95,13 @@ def _print_help() -> None:
 
 def run_lightning(args: list[str]) -> None:
     """Run LightningCLI in subclass mode over the cellgen base classes."""
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.cli import LightningCLI
-
-    from cellgen.data.base import CellgenDataModule
-    from cellgen.models.base import CellgenModule
-
-    class CellgenCLI(LightningCLI):
-        def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
-            # Always keep a last.ckpt so that any long run can resume with --ckpt_path last.
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-            parser.set_defaults({"checkpoint.save_last": True})
+    from cellgen.commands.lightning import CellgenCLI
 
     _import_models()
-    CellgenCLI(
-        CellgenModule,
-        CellgenDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        # No logger default: Lightning then writes CSV logs and checkpoints under trainer.default_root_dir.
-        trainer_defaults={"default_root_dir": "runs"},
-        args=args,
-    )
+    with warnings.catch_warnings():
+        # main() always passes the arguments explicitly (also when they came from sys.argv).
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        CellgenCLI(args)
 
 
 def _underscore_options(args: list[str]) -> list[str]:
@@ -138,33 +122,40 @@ def run_extra(name: str, args: list[str]) -> int:
     target, _ = EXTRA_COMMANDS[name]
     if not _available(target):
         raise CellgenInputError(None, f"command '{name}' is not available in this installation")
+    from cellgen.commands.error_report import OneLineErrorParser
+
     components = _resolve(target)
     result = CLI(
-        components, args=_underscore_options(args), prog=f"cellgen {name}", as_positional=name in POSITIONAL_COMMANDS
+        components,
+        args=_underscore_options(args),
+        prog=f"cellgen {name}",
+        as_positional=name in POSITIONAL_COMMANDS,
+        parser_class=OneLineErrorParser,
     )
     return result if isinstance(result, int) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``cellgen`` console script; bad input ends in one line and exit status 2."""
+    """Entry point of the ``cellgen`` console script; bad input ends in one line and exit status 2.
+
+    ``CELLGEN_DEBUG=1`` lets the original exception (and its traceback) through instead.
+    """
+    from cellgen.commands.error_report import check_config_files, debug_mode, report_error
+
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] in ("-h", "--help", "help"):
         _print_help()
         return 0
     try:
+        check_config_files(args)
         if args[0] in EXTRA_COMMANDS:
             return run_extra(args[0], args[1:])
         run_lightning(args)
         return 0
-    except CellgenInputError as exc:
-        print(f"cellgen: error: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:
-        print(f"cellgen: error: {exc} (check the path; resume with --ckpt_path last)", file=sys.stderr)
-        return 2
-    except FloatingPointError as exc:
-        print(f"cellgen: error: {exc}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as exc:
+        if debug_mode():
+            raise
+        return report_error(exc, args[0])
 
 
 if __name__ == "__main__":
