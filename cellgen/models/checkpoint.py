@@ -77,3 +77,21 @@ def _load(path: Path) -> Any:
         if "mmap" not in str(exc):  # legacy (non-zip) files cannot be memory-mapped; others are damaged
             raise
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def find_last_checkpoint(dirpath: str | None, root: str | None) -> Path:
+    """Newest ``last*.ckpt`` in the checkpoint folder, or anywhere under the run's root folder.
+
+    Raises:
+        CellgenInputError: there is nothing to resume from.
+    """
+    where = Path(dirpath) if dirpath else Path(root or ".")
+    found = list(where.glob("last*.ckpt")) if dirpath else list(where.rglob("last*.ckpt"))
+    found = [p for p in found if p.is_file() and p.stat().st_size > 0]
+    if not found:
+        raise CellgenInputError(
+            where,
+            "no last.ckpt to resume from (--ckpt_path last)",
+            "start without --ckpt_path to train afresh, or pass the path of a checkpoint",
+        )
+    return max(found, key=lambda p: p.stat().st_mtime_ns)
