@@ -12,13 +12,14 @@ YAML syntax error names its file and line. ``CELLGEN_DEBUG=1`` keeps the traceba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import os
 import re
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,26 @@ def check_run_inputs(config: Any) -> None:
         )
 
 
+@contextlib.contextmanager
+def _foreign_weights_are_input_errors(args: list[str]) -> Iterator[None]:
+    """A checkpoint of the right class whose weights do not fit the model the config builds (another version of
+    cellgen, or other sizes in the config) fails deep in ``load_state_dict``; say so in one line naming it."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if "loading state_dict" not in str(exc):
+            raise
+        ckpt = next((a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")), None)
+        if ckpt is None and "--ckpt_path" in args[:-1]:
+            ckpt = args[args.index("--ckpt_path") + 1]
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise CellgenInputError(
+            ckpt,
+            f"checkpoint weights do not fit the model the config builds ({first})",
+            "use the config of the run that wrote it, or train afresh",
+        ) from exc
+
+
 def run_lightning(args: list[str]) -> None:
     """Run LightningCLI in subclass mode over the cellgen base classes, with :func:`check_run_inputs`."""
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -196,7 +217,7 @@ def run_lightning(args: list[str]) -> None:
             return trainer
 
     _import_models()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _foreign_weights_are_input_errors(args):
         # main() always passes the arguments explicitly (also when they came from sys.argv).
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
         CellgenCLI(

@@ -414,6 +414,20 @@ def test_synthesize_and_estimate_k_refuse_bad_checkpoints(
     assert not corpus.sentinel.exists(), "a malicious checkpoint ran code"
 
 
+def test_predict_refuses_weights_that_do_not_fit(corpus: Corpus, capsys: pytest.CaptureFixture[str]) -> None:
+    state = {
+        "state_dict": {"net.bogus": torch.zeros(2)},
+        "hyper_parameters": {"_class_path": "cellgen.models.video_diffusion.VideoDiffusion"},
+        "pytorch-lightning_version": "2.6.6",
+    }
+    path = corpus.checkpoint("other-version.ckpt", state)
+    args = ["predict", "--config", TINY_VIDEO, f"--ckpt_path={path}", f"--trainer.default_root_dir={corpus.root / 'p'}"]
+    code, out, err = _run(args, capsys)
+    # Found only while Lightning restores the weights: the Trainer's banners may precede the one error line.
+    errors = [line for line in err if line.startswith("cellgen: error:")]
+    assert code == 2 and len(errors) == 1 and "other-version.ckpt" in errors[0] and "do not fit" in errors[0], err
+
+
 def test_resume_from_last_with_nothing_there(corpus: Corpus, capsys: pytest.CaptureFixture[str]) -> None:
     root = corpus.root / "never-trained"
     args = ["fit", "--config", TINY_VIDEO, "--ckpt_path=last", f"--trainer.default_root_dir={root}"]
