@@ -376,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         check_config_files(args)
         if args[0] in EXTRA_COMMANDS:
             return run_extra(args[0], args[1:])
+        if args[0] not in LIGHTNING_COMMANDS and not args[0].startswith("-"):
+            raise CellgenInputError(None, f"unknown command {args[0]!r}", "`cellgen --help` lists the commands")
         run_lightning(args)
         return 0
     except (Exception, KeyboardInterrupt) as exc:

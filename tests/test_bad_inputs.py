@@ -448,6 +448,7 @@ def test_config_errors(corpus: Corpus, capsys: pytest.CaptureFixture[str]) -> No
         (["fit", "--config", TINY_VIDEO, "--trainer.max_steps=many"], "trainer.max_steps"),
         (["synthesize", "--config", str(broken)], "broken.yaml"),
         (["evaluate", "ctc", "--gt", "x", "--res", "y", "--no-such", "1"], "no_such"),
+        (["fitt", "--config", TINY_VIDEO], "fitt"),
     ]
     for args, names in cases:
         _assert_one_line(*_run(args, capsys), names)
