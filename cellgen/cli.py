@@ -140,10 +140,19 @@ def check_run_inputs(config: Any) -> None:
     from cellgen.models.checkpoint import find_last_checkpoint, read_checkpoint
 
     ckpt = config.get("ckpt_path")
-    if ckpt == "last":
-        ckpt = str(find_last_checkpoint(_get(config, "checkpoint.dirpath"), _get(config, "trainer.default_root_dir")))
+    if ckpt in ("last", "last-or-new"):
+        where = _get(config, "checkpoint.dirpath"), _get(config, "trainer.default_root_dir")
+        try:
+            ckpt = str(find_last_checkpoint(*where))
+            print(f"cellgen: resuming from {ckpt}")
+        except CellgenInputError:
+            if ckpt == "last":
+                raise
+            ckpt = None
+            print(
+                f"cellgen: no last.ckpt under {where[0] or where[1] or '.'}; starting afresh (--ckpt_path last-or-new)"
+            )
         config["ckpt_path"] = ckpt
-        print(f"cellgen: resuming from {ckpt}")
     if ckpt and ckpt not in ("best", "hpc", "registry"):
         read_checkpoint(ckpt, expect_class=_get(config, "model.class_path"))
     for path in _get(config, "data.init_args.sequences") or []:

@@ -158,3 +158,12 @@ def test_ckpt_path_last_in_a_fresh_folder_is_one_line(tmp_path: Path, capsys: py
     code = main(_fit_args(tmp_path, "--ckpt_path=last"))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no last.ckpt to resume from" in err[0]
+
+
+def test_ckpt_path_last_or_new_starts_afresh_then_resumes(
+    tmp_path: Path, demo_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_fit_args(tmp_path, "--ckpt_path=last-or-new", "--trainer.max_steps=1")) == 0
+    assert "starting afresh" in capsys.readouterr().out and _saved_step(tmp_path) == 1
+    assert main(_fit_args(tmp_path, "--ckpt_path=last-or-new", "--trainer.max_steps=2")) == 0
+    assert "resuming from" in capsys.readouterr().out and _saved_step(tmp_path) == 2

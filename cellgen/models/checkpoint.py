@@ -92,6 +92,6 @@ def find_last_checkpoint(dirpath: str | None, root: str | None) -> Path:
         raise CellgenInputError(
             where,
             "no last.ckpt to resume from (--ckpt_path last)",
-            "start without --ckpt_path to train afresh, or pass the path of a checkpoint",
+            "start without --ckpt_path, or with --ckpt_path last-or-new, or pass the path of a checkpoint",
         )
     return max(found, key=lambda p: p.stat().st_mtime_ns)
