@@ -63,14 +63,18 @@ def check_replaceable(dataset_dir: Path, name: str, overwrite: bool, force: bool
     if state == "missing":
         return
     if target.is_symlink() or (dataset_dir / f"{name}_GT").is_symlink():
-        raise CellgenInputError(target, "is a symbolic link; cellgen does not write through links", "choose --out")
+        raise CellgenInputError(
+            target, "is a symbolic link; cellgen does not write through links", "choose another output folder"
+        )
     if not overwrite:
-        raise CellgenInputError(target, "already exists", "pass --overwrite true to replace it, or choose --out")
+        raise CellgenInputError(
+            target, "already exists", "pass --overwrite true to replace it, or choose another folder"
+        )
     if state == "foreign" and not force:
         raise CellgenInputError(
             target,
             "exists and was not written by cellgen (no .cellgen.json marker); refusing to replace it",
-            "choose another --out, or pass --force true to replace it anyway",
+            "choose another output folder, or force it: synthesize --force true, CTCSequenceWriter force: true",
         )
 
 
