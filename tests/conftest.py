@@ -37,6 +37,18 @@ def demo_phc(demo_dataset: Path) -> Path:
     return demo_dataset / "Demo-PhC" / "01"
 
 
+@pytest.fixture(scope="session")
+def tiny_bvdm(tmp_path_factory: pytest.TempPathFactory, demo_dataset: Path) -> Path:
+    """A BVDM checkpoint from the tiny config (seconds), shared by the BVDM and fault-recovery tests."""
+    from cellgen.cli import main
+
+    root = tmp_path_factory.mktemp("bvdm")
+    args = ["fit", "--config", str(REPO / "configs" / "tiny" / "bvdm.yaml"), f"--trainer.default_root_dir={root}"]
+    args += [f"--data.init_args.cache_dir={root / 'cache'}", f"--checkpoint.dirpath={root / 'ckpt'}"]
+    assert main(args) == 0
+    return root / "ckpt" / "last.ckpt"
+
+
 def shared_sequence(relative: str) -> Path:
     """A real sequence under ../shared/data, or skip the test when it is not there."""
     path = SHARED_DATA / relative

@@ -17,23 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny" / "bvdm.yaml")
 
 
-@pytest.fixture(scope="module")
-def tiny_bvdm(tmp_path_factory: pytest.TempPathFactory, demo_dataset: Path) -> Path:
-    root = tmp_path_factory.mktemp("bvdm")
-    code = main(
-        [
-            "fit",
-            "--config",
-            TINY,
-            f"--trainer.default_root_dir={root}",
-            f"--data.init_args.cache_dir={root / 'cache'}",
-            f"--checkpoint.dirpath={root / 'ckpt'}",
-        ]
-    )
-    assert code == 0
-    return root / "ckpt" / "last.ckpt"
-
-
 def test_checkpoint_holds_everything(tiny_bvdm: Path) -> None:
     state = torch.load(tiny_bvdm, weights_only=True)
     assert state["bvdm_shape_model"]["n_angles"] > 0

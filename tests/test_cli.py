@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL = "tests.support_models.TinyVideoAutoencoder"
 
 
-def _fit_args(root: Path, cache: Path, *extra: str) -> list[str]:
+def fit_args(root: Path, cache: Path, *extra: str) -> list[str]:
     return [
         "fit",
         f"--model={MODEL}",
@@ -50,13 +50,13 @@ def test_subcommand_help(command: list[str], capsys: pytest.CaptureFixture[str])
 
 
 def test_fit_saves_config_and_resumes(tmp_path: Path, demo_dataset: Path) -> None:
-    assert main(_fit_args(tmp_path, tmp_path / "cache", "--trainer.max_steps=3")) == 0
+    assert main(fit_args(tmp_path, tmp_path / "cache", "--trainer.max_steps=3")) == 0
     configs = list(tmp_path.rglob("config.yaml"))
     assert configs and "TinyVideoAutoencoder" in configs[0].read_text()
     (last,) = list(tmp_path.rglob("last.ckpt"))
     assert torch.load(last, weights_only=True)["global_step"] == 3
     # Resume from the last checkpoint and train on to step 5.
-    assert main(_fit_args(tmp_path, tmp_path / "cache", "--trainer.max_steps=5", f"--ckpt_path={last}")) == 0
+    assert main(fit_args(tmp_path, tmp_path / "cache", "--trainer.max_steps=5", f"--ckpt_path={last}")) == 0
     steps = sorted(torch.load(p, weights_only=True)["global_step"] for p in tmp_path.rglob("last*.ckpt"))
     assert steps[-1] == 5
 
@@ -64,16 +64,16 @@ def test_fit_saves_config_and_resumes(tmp_path: Path, demo_dataset: Path) -> Non
 def test_missing_checkpoint_and_bad_data_are_one_line(
     tmp_path: Path, demo_dataset: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(_fit_args(tmp_path, tmp_path / "c", "--trainer.max_steps=1", "--ckpt_path=/nonexistent/last.ckpt"))
+    code = main(fit_args(tmp_path, tmp_path / "c", "--trainer.max_steps=1", "--ckpt_path=/nonexistent/last.ckpt"))
     assert code == 2 and "nonexistent" in capsys.readouterr().err
-    code = main(_fit_args(tmp_path, tmp_path / "c", "--trainer.max_steps=1", "--data.sequences=[/no/such/01]"))
+    code = main(fit_args(tmp_path, tmp_path / "c", "--trainer.max_steps=1", "--data.sequences=[/no/such/01]"))
     # (pytest's capture can add "Logging error" noise from earlier tests; the CLI's own output is the last line)
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and err.startswith("cellgen: error: /no/such/01")
 
 
 def test_nan_loss_stops_with_a_message(tmp_path: Path, demo_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(_fit_args(tmp_path, tmp_path / "c", "--trainer.max_steps=2", "--model.lr=1e30"))
+    code = main(fit_args(tmp_path, tmp_path / "c", "--trainer.max_steps=2", "--model.lr=1e30"))
     # An absurd learning rate diverges within a couple of steps; the guard turns it into one line.
     if code == 0:
         pytest.skip("did not diverge on this platform")
@@ -82,7 +82,7 @@ def test_nan_loss_stops_with_a_message(tmp_path: Path, demo_dataset: Path, capsy
 
 def test_ddp_two_cpu_processes(tmp_path: Path, demo_dataset: Path) -> None:
     """Two gloo processes train end to end through the installed entry point (`python -m cellgen.cli`)."""
-    args = _fit_args(tmp_path, tmp_path / "cache", "--trainer.max_steps=2")
+    args = fit_args(tmp_path, tmp_path / "cache", "--trainer.max_steps=2")
     args = [a for a in args if not a.startswith("--trainer.devices")]
     args += ["--trainer.devices=2", "--trainer.strategy=ddp"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from cellgen.data.ctc import CTCSequence, validate_sequence
+from cellgen.data.ctc import CTCSequence, checked_sequence, validate_sequence
 from cellgen.data.errors import CellgenInputError
 
 
@@ -37,7 +36,7 @@ def prepare_demo(
     from cellgen.data.synthetic import write_demo_dataset
 
     if frames < 1 or size < 64 or cells < 1:
-        raise CellgenInputError(Path(out), "need frames >= 1, size >= 64 and cells >= 1")
+        raise CellgenInputError(Path(out), "bad demo settings", "need --frames >= 1, --size >= 64 and --cells >= 1")
     written = write_demo_dataset(out, frames, size, cells, seed, tuple(flavours), sequences, overwrite)
     for path in written:
         seq = CTCSequence(path)
@@ -47,7 +46,7 @@ def prepare_demo(
 
 def prepare_patches(
     sequences: list[str],
-    cache_dir: str = "data/cache",
+    cache_dir: str = "auto",
     patch_size: int = 128,
     overlap: float = 0.25,
     num_frames: int = 10,
@@ -58,7 +57,7 @@ def prepare_patches(
 
     Args:
         sequences: raw-frame folders, e.g. data/PhC-C2DL-PSC/02.
-        cache_dir: where the .npz patch caches go.
+        cache_dir: where the .npz patch caches go (auto: ``$CELLGEN_CACHE/patches``).
         patch_size: patch height and width (paper Sec. 4.2: 128).
         overlap: fractional overlap between neighbouring patches (paper: 0.25).
         num_frames: frames per patch video (paper: the first 10).
@@ -69,7 +68,7 @@ def prepare_patches(
 
     spec = PatchVideoSpec(patch_size, overlap, num_frames, tuple(start_frames), frame_skip)
     for seq in sequences:
-        videos, path = load_patch_videos(CTCSequence(seq), spec, Path(cache_dir))
+        videos, path = load_patch_videos(checked_sequence(seq), spec, cache_dir)
         print(f"{seq}: {videos.shape[0]} patch videos of shape {tuple(videos.shape[1:])} -> {path}")
     return 0
 
@@ -123,7 +122,7 @@ PREPARE_DATA = {"demo": prepare_demo, "patches": prepare_patches, "subset": prep
 def check_ctc(sequence: str, skip_masks: bool = False) -> int:
     """Validate a CTC sequence folder (e.g. .../01 with 01_GT beside it) as the CTC tools do.
 
-    Prints one line per problem; exit status 0 when valid, 2 when not.
+    Prints one line per problem (stdout) and the first as the error line; exit status 0 when valid, 2 when not.
 
     Args:
         sequence: raw-frame folder of the sequence.
@@ -133,8 +132,8 @@ def check_ctc(sequence: str, skip_masks: bool = False) -> int:
     for line in problems:
         print(line)
     if problems:
-        print(f"{sequence}: {len(problems)} problem(s)", file=sys.stderr)
-        return 2
+        count = f"{len(problems)} problems (listed above), the first: " if len(problems) > 1 else ""
+        raise CellgenInputError(None, count + problems[0])
     seq = CTCSequence(sequence)
     print(f"{sequence}: valid ({len(seq)} frames, {len(seq.tracks)} tracks, {len(seq.divisions())} divisions)")
     return 0

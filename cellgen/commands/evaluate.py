@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cellgen.commands.downstream import DownstreamBudget
-from cellgen.data.ctc import CTCSequence
+from cellgen.data.ctc import checked_sequence
 from cellgen.data.errors import CellgenInputError
 
 SCORES = ("SEG", "TRA", "DET")
@@ -189,6 +189,8 @@ def evaluate_downstream_command(
     sets = [("real", _as_list(train))] + ([("synthetic", _as_list(synthetic))] if synthetic else [])
     if synthetic and combined:
         sets.append(("real + synthetic", _as_list(train) + _as_list(synthetic)))
+    for path in [test, *(p for _, paths in sets for p in paths)]:
+        checked_sequence(path)  # every input passes the shared CTC validation before any training starts
     rows = []
     for name, sequences in sets:
         row = run_downstream(sequences, test, str(out_dir / name), budget, seed, name)
@@ -216,7 +218,7 @@ def sequence_frames(path: str, size: int, max_frames: int) -> np.ndarray:
     """Up to ``max_frames`` evenly spaced frames (N, size, size) of a sequence, percentile-normalised to [0, 1]."""
     from cellgen.data.segmentation_data import normalised_frame, resize_image, sequence_percentiles
 
-    seq = CTCSequence(path)
+    seq = checked_sequence(path)
     low, high = sequence_percentiles(seq)
     indices = seq.frame_indices
     picks = np.unique(np.linspace(0, len(indices) - 1, min(max_frames, len(indices))).round().astype(int))
@@ -231,7 +233,7 @@ def _clips(path: str, frames: int, size: int, max_clips: int) -> np.ndarray:
     """Non-overlapping clips (N, frames, size, size) in [0, 1] of one sequence, at most ``max_clips``."""
     from cellgen.data.segmentation_data import normalised_frame, resize_image, sequence_percentiles
 
-    seq = CTCSequence(path)
+    seq = checked_sequence(path)
     low, high = sequence_percentiles(seq)
     indices = seq.frame_indices
     starts = list(range(0, len(indices) - frames + 1, frames))[:max_clips] or [0]
@@ -300,7 +302,7 @@ def _morphology_of(paths: list[str], consistency_size: int) -> tuple[dict[str, n
 
     tables, consistency = [], []
     for path in paths:
-        seq = CTCSequence(path)
+        seq = checked_sequence(path)
         masks = seq.instance_mask_paths()
         if not masks:
             raise CellgenInputError(seq.path, "no instance masks (SEG, ST or TRA) to measure")
@@ -375,20 +377,20 @@ def evaluate_mitosis_command(
         first_frame: score only events and detections from this frame on.
         last_frame: and up to this frame (inclusive).
     """
-    from cellgen.data.points import division_points, read_mitosis_points, read_points_csv
+    from cellgen.data.points import POINTS_FIX, division_points, read_mitosis_points, read_points_csv
     from cellgen.metrics.mitosis import RULES, score_detections
 
     if rule not in RULES:
-        raise CellgenInputError(None, f"rule must be one of {RULES}, got {rule!r}")
+        raise CellgenInputError(None, f"--rule must be one of {', '.join(RULES)}, got {rule!r}", "use --rule hungarian")
     if spatial_tol < 0 or temporal_tol < 0:
-        raise CellgenInputError(None, "tolerances must be >= 0")
-    gt_points = division_points(CTCSequence(gt)) if Path(gt).is_dir() else read_mitosis_points(gt)
+        raise CellgenInputError(None, "--spatial-tol and --temporal-tol must be >= 0", "pass 0 for exact matches")
+    gt_points = division_points(checked_sequence(gt)) if Path(gt).is_dir() else read_mitosis_points(gt)
     if not Path(pred).is_file():
-        raise CellgenInputError(pred, "predictions file not found")
+        raise CellgenInputError(pred, "predictions file not found", POINTS_FIX)
     try:
         pred_points = read_points_csv(pred)
     except ValueError as exc:
-        raise CellgenInputError(pred, str(exc).removeprefix(f"{pred}: ")) from exc
+        raise CellgenInputError(pred, str(exc).removeprefix(f"{pred}: "), POINTS_FIX) from exc
     lo = -np.inf if first_frame is None else first_frame
     hi = np.inf if last_frame is None else last_frame
     gt_points = gt_points[(gt_points[:, 0] >= lo) & (gt_points[:, 0] <= hi)]

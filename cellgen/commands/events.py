@@ -16,6 +16,7 @@ import numpy as np
 
 from cellgen.data.errors import CellgenInputError
 from cellgen.data.event_frames import EventFramesDataModule
+from cellgen.models.checkpoint import read_checkpoint
 from cellgen.models.event_length import EventLengthEstimator, lengths_summary
 
 SWEEP_KS = [4, 6, 8, 10, 14, 18]  # Phan et al. Table II
@@ -100,15 +101,15 @@ def estimate_k(
     out_dir.mkdir(parents=True, exist_ok=True)
     data = data if data is not None else EventFramesDataModule()
     if ckpt_path is not None:
-        if not Path(ckpt_path).is_file():
-            raise CellgenInputError(ckpt_path, "checkpoint not found")
-        model = EventLengthEstimator.load_from_checkpoint(ckpt_path, map_location="cpu")
+        read_checkpoint(ckpt_path, expect_class="EventLengthEstimator")  # safe open, one-line errors
+        model = EventLengthEstimator.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
     else:
         model = model if model is not None else EventLengthEstimator()
         fit = build_trainer(trainer, out_dir, [_resumable_checkpoint(out_dir, save_every)], enable_checkpointing=True)
         last = out_dir / "last.ckpt"
         resume = last if last.is_file() else None
         if resume is not None:
+            read_checkpoint(resume)  # a damaged last.ckpt ends in one line naming it
             print(f"estimate-k: resuming from {resume} (delete it or choose another --out to start afresh)")
         fit.fit(model, datamodule=data, ckpt_path=resume)
         if fit.global_step <= model.hparams.m1_steps:

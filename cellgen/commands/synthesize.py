@@ -15,10 +15,38 @@ def _parse_size(size: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in size.lower().split("x"))
     except ValueError as exc:
-        raise CellgenInputError(None, f"--size must look like 256x256, got {size!r}") from exc
+        raise CellgenInputError(None, f"--size must look like 256x256, got {size!r}", "e.g. --size 128x128") from exc
     if height < 16 or width < 16:
-        raise CellgenInputError(None, f"--size {size} is too small (at least 16x16)")
+        raise CellgenInputError(None, f"--size {size} is too small", "at least 16x16")
     return height, width
+
+
+SAMPLERS = ("ddim", "ddpm")
+
+
+def _device(device: str) -> str:
+    """``auto`` picks CUDA when present; an explicit ``cuda`` on a machine without one is refused in one line."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CellgenInputError(None, f"--device {device}: no CUDA device on this machine", "use --device cpu")
+        return device
+    raise CellgenInputError(None, f"--device must be auto, cpu or cuda, got {device!r}", "use --device auto")
+
+
+def _check_options(out_dir: Path, num_sequences: int, frames: int, cells: int, first_index: int, sampler: str | None):
+    for name, value, least in (("frames", frames, 1), ("num-sequences", num_sequences, 1), ("cells", cells, 1)):
+        if value < least:
+            raise CellgenInputError(None, f"--{name} must be at least {least}, got {value}", f"pass --{name} {least}")
+    if first_index < 0:
+        raise CellgenInputError(None, f"--first-index must be >= 0, got {first_index}", "sequence 01 is index 0")
+    if sampler is not None and sampler not in SAMPLERS:
+        raise CellgenInputError(None, f"--sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}", "use ddim")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CellgenInputError(out_dir, "--out is a file, not a folder", "pass a folder, e.g. data/synthetic")
 
 
 def synthesize(
@@ -33,11 +61,13 @@ def synthesize(
     sampler: str | None = None,
     device: str = "auto",
     overwrite: bool = False,
+    force: bool = False,
 ) -> int:
     """Write N synthetic annotated sequences (CTC layout + GIF previews) from a BVDM checkpoint.
 
     Sequence i (0-based, counting from first_index) always uses the same seed, whatever the batch size,
     device or how many sequences are asked for, so sequences can be made in parts or on several machines.
+    A rerun skips sequences already written with the same settings (a killed run continues where it stopped).
 
     Args:
         ckpt: BVDM checkpoint written by `cellgen fit --config configs/bvdm.yaml`.
@@ -46,42 +76,64 @@ def synthesize(
         frames: frames per sequence.
         size: frame size as HxW, e.g. 512x512.
         cells: cells in the first frame.
-        divisions: true: divide at the rate fitted on the training data; false: none; N: exactly N divisions.
+        divisions: true: divide at the rate fitted on the training data; false: none; N: exactly N divisions
+            (refused when fewer can be placed).
         first_index: index of the first sequence (its folder is first_index + 1).
         sampler: first-frame sampler override: ddim (fast, default of the checkpoint) or ddpm (the paper's).
         device: auto, cpu or cuda.
-        overwrite: replace existing sequences.
+        overwrite: replace sequences that cellgen wrote before (they carry a .cellgen.json marker).
+        force: with overwrite, replace existing sequences even without the marker (e.g. real data).
     """
-    from cellgen.callbacks.ctc_writer import write_synthetic_sequence
+    from cellgen.callbacks.ctc_writer import preview_path, write_synthetic_sequence
+    from cellgen.data.ownership import check_replaceable, sequence_state
     from cellgen.models.bvdm import load_bvdm
 
-    if frames < 1:
-        raise CellgenInputError(None, f"--frames must be at least 1, got {frames}")
-    if num_sequences < 1:
-        raise CellgenInputError(None, f"--num-sequences must be at least 1, got {num_sequences}")
-    if cells < 1:
-        raise CellgenInputError(None, f"--cells must be at least 1, got {cells}")
-    height, width = _parse_size(size)
     out_dir = Path(out)
-    if not overwrite:
-        for i in range(first_index, first_index + num_sequences):
-            if (out_dir / f"{i + 1:02d}").exists():
-                raise CellgenInputError(out_dir / f"{i + 1:02d}", "already exists", "pass --overwrite true")
-    target = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    model = load_bvdm(ckpt, map_location=target)
-    overrides = {"frames": frames, "height": height, "width": width, "cells": cells, "divisions": divisions}
-    if sampler:
-        overrides["first_frame_sampler"] = sampler
+    _check_options(out_dir, num_sequences, frames, cells, first_index, sampler)
+    height, width = _parse_size(size)
+    target = _device(device)
+    ckpt_path = Path(ckpt).expanduser()
+    settings = {"ckpt": str(ckpt_path.resolve()), "frames": frames, "size": f"{height}x{width}", "cells": cells}
+    settings |= {"divisions": divisions, "sampler": sampler}
+    todo = []
+    for i in range(first_index, first_index + num_sequences):
+        name = f"{i + 1:02d}"
+        state = sequence_state(out_dir, name, settings)
+        if state == "done" and not overwrite and preview_path(out_dir, i).is_file():
+            tqdm.write(f"{out_dir / name}: already written with these settings, skipped")
+            continue
+        if state == "other" and not overwrite:
+            raise CellgenInputError(
+                out_dir / name, "was written with other settings", "pass --overwrite true to replace it"
+            )
+        if state != "done":
+            check_replaceable(out_dir, name, overwrite, force)
+        todo.append(i)
     written = []
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if target == "cuda" else torch.autocast("cpu", enabled=False)
-    )
-    with autocast:
-        for i in tqdm(range(first_index, first_index + num_sequences), desc="synthesising", unit="seq"):
-            sequence = model.synthesize(i, progress=True, **overrides)
-            path = write_synthetic_sequence(out_dir, i, sequence, overwrite)
-            parents = {t.parent for t in sequence.tracks.values() if t.parent}
-            written.append({"path": str(path), "tracks": len(sequence.tracks), "divisions": len(parents)})
-            tqdm.write(f"{path}: {len(sequence.tracks)} tracks, preview {path.parent / (path.name + '_preview.gif')}")
-    print(json.dumps({"command": "synthesize", "out": str(out_dir), "sequences": written}))
+    if todo:
+        model = load_bvdm(ckpt_path, map_location=target)
+        overrides = {"frames": frames, "height": height, "width": width, "cells": cells, "divisions": divisions}
+        if sampler:
+            overrides["first_frame_sampler"] = sampler
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if target.startswith("cuda")
+            else torch.autocast("cpu", enabled=False)
+        )
+        with autocast:
+            for i in tqdm(todo, desc="synthesising", unit="seq"):
+                sequence = model.synthesize(i, progress=True, **overrides)
+                parents = {t.parent for t in sequence.tracks.values() if t.parent}
+                if type(divisions) is int and len(parents) != divisions:
+                    raise CellgenInputError(
+                        out_dir / f"{i + 1:02d}",
+                        f"only {len(parents)} of the {divisions} requested divisions fit in {frames} frames with "
+                        f"{cells} cells; nothing written for it",
+                        "raise --frames or --cells, or ask for fewer --divisions",
+                    )
+                path = write_synthetic_sequence(out_dir, i, sequence, True, force, "synthesize", settings)
+                written.append({"path": str(path), "tracks": len(sequence.tracks), "divisions": len(parents)})
+                tqdm.write(f"{path}: {len(sequence.tracks)} tracks, preview {preview_path(out_dir, i)}")
+    skipped = num_sequences - len(todo)
+    print(json.dumps({"command": "synthesize", "out": str(out_dir), "sequences": written, "skipped": skipped}))
     return 0

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cellgen.data.ctc import CTCSequence
+from cellgen.data.ctc import CTCSequence, checked_sequence
 from cellgen.data.synthetic import demo_sequence
 
 
@@ -25,9 +25,13 @@ class CellgenDataModule(L.LightningDataModule):
             demo_sequence(self.demo_flavour)  # generate once, on rank 0, before any worker reads it
 
     def resolve_sequences(self) -> list[CTCSequence]:
-        """Open the configured sequences (or the demo sequence), raising one-line errors for bad folders."""
+        """Open the configured sequences (or the demo sequence) after the shared CTC validation.
+
+        Raises:
+            CellgenInputError: the first problem of the first bad sequence, as one line.
+        """
         paths = self.sequence_paths or [str(demo_sequence(self.demo_flavour))]
-        return [CTCSequence(Path(p)) for p in paths]
+        return [checked_sequence(Path(p)) for p in paths]
 
 
 class TrainValDataModule(CellgenDataModule):

@@ -39,7 +39,7 @@ class BVDMDataModule(TrainValDataModule):
         num_workers: DataLoader workers.
         val_fraction: fraction of tracks held out for validation.
         augment: random flips and 90-degree rotations.
-        cache_dir: extraction cache folder (None disables caching).
+        cache_dir: extraction cache folder (auto: under ``$CELLGEN_CACHE``; None disables caching).
         split_seed: seed of the track split.
         num_predict: sequences ``cellgen predict`` synthesises (each with its own seed).
     """
@@ -54,7 +54,7 @@ class BVDMDataModule(TrainValDataModule):
         num_workers: int = 0,
         val_fraction: float = 0.1,
         augment: bool = True,
-        cache_dir: str | None = "data/cache",
+        cache_dir: str | None = "auto",
         split_seed: int = 0,
         num_predict: int = 1,
     ) -> None:

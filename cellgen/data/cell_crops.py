@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cellgen.data.atomic import atomic_file
 from cellgen.data.base import CellgenDataModule, SampleIndexDataset
+from cellgen.data.cache import folder_fingerprint, resolve_cache_dir
 from cellgen.data.cell_extent import cell_mask, match_to_tracks, resolve_tra_expansion
 from cellgen.data.ctc import CTCSequence, read_tiff
 from cellgen.data.errors import CellgenInputError
@@ -235,12 +236,13 @@ def extract_cell_crops(seq: CTCSequence, spec: CropSpec) -> CellCrops:
 
 def load_cell_crops(seq: CTCSequence, spec: CropSpec, cache_dir: str | Path | None) -> CellCrops:
     """Crops of a sequence from the ``.npz`` cache when present (written atomically otherwise); logs a summary."""
+    cache_dir = resolve_cache_dir(cache_dir, "cell-crops")
     if cache_dir is None:
         crops = extract_cell_crops(seq, spec)
         rank_zero_info(crops.summary(seq.path))
         return crops
-    tag = hashlib.sha1(str(seq.path.resolve()).encode()).hexdigest()[:10]
-    path = Path(cache_dir) / f"cellcrops-{seq.root.name}-{seq.name}-{tag}-{spec.key()}.npz"
+    tag = folder_fingerprint(seq.path, seq.gt_dir, seq.root / f"{seq.name}_ST")  # content, not path
+    path = cache_dir / f"cellcrops-{seq.root.name}-{seq.name}-{tag}-{spec.key()}.npz"
     if path.is_file():
         try:
             with np.load(path) as cached:
@@ -320,7 +322,7 @@ class CellCropDataModule(CellgenDataModule):
         val_fraction: fraction of tracks held out for validation (split by track, so near-identical crops of
             one cell in neighbouring frames never straddle the split).
         augment: random flips and 90-degree rotations.
-        cache_dir: where extraction caches go; None disables caching.
+        cache_dir: where extraction caches go (auto: ``$CELLGEN_CACHE/cell-crops``); None disables caching.
         split_seed: seed of the track split.
         num_predict: number of crops ``predict`` samples in ``cells`` mode.
     """
@@ -336,7 +338,7 @@ class CellCropDataModule(CellgenDataModule):
         num_workers: int = 0,
         val_fraction: float = 0.1,
         augment: bool = True,
-        cache_dir: str | None = "data/cache",
+        cache_dir: str | None = "auto",
         split_seed: int = 0,
         num_predict: int = 16,
     ) -> None:

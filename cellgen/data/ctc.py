@@ -68,10 +68,39 @@ def read_tiff(path: str | Path) -> np.ndarray:
         raise CellgenInputError(
             path, f"cannot decode TIFF ({type(exc).__name__}: {exc})", "the file is corrupt or truncated"
         ) from exc
-    array = np.squeeze(array)
+    return check_frame_array(path, np.squeeze(array))
+
+
+def check_frame_array(path: Path, array: np.ndarray) -> np.ndarray:
+    """Refuse what no reader can use: a non-2-D stack, a non-numeric dtype, NaN or infinite pixels."""
     if array.ndim != 2:
-        raise CellgenInputError(path, f"expected a 2-D frame, found shape {array.shape}")
+        raise CellgenInputError(
+            path, f"expected a 2-D frame, found shape {array.shape}", "save one 2-D image per frame (tTTT.tif)"
+        )
+    if array.dtype.kind not in "uif":
+        raise CellgenInputError(path, f"pixels of type {array.dtype} are not numbers", "save as uint8/uint16/float32")
+    if array.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise CellgenInputError(
+                path, f"{bad} pixel(s) are NaN or infinite", "replace them, e.g. by the frame minimum, and save again"
+            )
     return array
+
+
+def check_mask_array(path: Path, mask: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
+    """A label mask must hold integer ids and have its frame's size."""
+    if mask.dtype.kind not in "ui":
+        raise CellgenInputError(
+            path, f"masks must hold integer labels, found {mask.dtype}", "save masks as uint16 label images"
+        )
+    if shape is not None and mask.shape != tuple(shape):
+        raise CellgenInputError(
+            path, f"mask size {mask.shape} differs from frame size {tuple(shape)}", "masks must match their frames"
+        )
+    if mask.dtype.kind == "i" and mask.size and mask.min() < 0:
+        raise CellgenInputError(path, "mask holds negative labels", "labels are 0 (background) or positive track ids")
+    return mask
 
 
 def tiff_shape(path: str | Path) -> tuple[int, ...]:
@@ -92,22 +121,33 @@ def write_tiff(path: str | Path, array: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------- tracks
 
 
+def read_text_table(path: Path) -> str:
+    """Text of a small table file: UTF-8 with or without a byte-order mark (Excel), else latin-1."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
 def read_tracks(path: str | Path) -> dict[int, Track]:
-    """Parse ``man_track.txt`` / ``res_track.txt`` into ``{label: Track}``."""
+    """Parse ``man_track.txt`` / ``res_track.txt`` into ``{label: Track}`` (CRLF, BOM, blank lines accepted)."""
     path = Path(path)
     if not path.is_file():
         raise CellgenInputError(path, "track table not found", "a CTC sequence needs NN_GT/TRA/man_track.txt")
     tracks: dict[int, Track] = {}
-    for number, line in enumerate(path.read_text(encoding="latin-1").splitlines(), start=1):
+    for number, line in enumerate(read_text_table(path).splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()
         try:
             label, begin, end, parent = (int(f) for f in fields)
         except ValueError as exc:
-            raise CellgenInputError(path, f"line {number} is not four integers 'L B E P': {line!r}") from exc
+            raise CellgenInputError(
+                path, f"line {number} is not four integers 'L B E P': {line.strip()!r}", TABLE_FIX
+            ) from exc
         if label in tracks:
-            raise CellgenInputError(path, f"line {number}: track id {label} appears twice")
+            raise CellgenInputError(path, f"line {number}: track id {label} appears twice", TABLE_FIX)
         tracks[label] = Track(label, begin, end, parent)
     return tracks
 
@@ -133,13 +173,29 @@ def daughters_of(tracks: Mapping[int, Track]) -> dict[int, list[int]]:
 
 
 def _index_files(folder: Path, pattern: re.Pattern[str]) -> dict[int, Path]:
+    """Index -> file; two names for one index (t005 and t0005) or mixed digit widths are refused."""
     if not folder.is_dir():
         return {}
     found: dict[int, Path] = {}
-    for entry in folder.iterdir():
+    widths: dict[int, str] = {}
+    for entry in sorted(folder.iterdir()):
         match = pattern.match(entry.name)
-        if match:
-            found[int(match.group(1))] = entry
+        if not match:
+            continue
+        index = int(match.group(1))
+        if index in found:
+            raise CellgenInputError(
+                folder,
+                f"{found[index].name} and {entry.name} both name frame {index}",
+                "keep one of them (CTC names use one digit width per folder)",
+            )
+        found[index] = entry
+        widths.setdefault(len(match.group(1)), entry.name)
+    if len(widths) > 1:
+        names = " and ".join(sorted(widths.values()))
+        raise CellgenInputError(
+            folder, f"mixed digit widths in frame names ({names})", "rename all files to one width, e.g. t000.tif"
+        )
     return dict(sorted(found.items()))
 
 
@@ -195,7 +251,9 @@ class CTCSequence:
             first = next(iter(self.frame_paths.values()))
             shape = tiff_shape(first)
             if len(shape) != 2:
-                raise CellgenInputError(first, f"expected a 2-D frame, found shape {shape}")
+                raise CellgenInputError(
+                    first, f"expected a 2-D frame, found shape {shape}", "save one 2-D image per frame (tTTT.tif)"
+                )
             self._shape = (shape[0], shape[1])
         return self._shape
 
@@ -213,7 +271,12 @@ class CTCSequence:
         """Raw frame ``t`` (H, W) in its stored dtype."""
         if t not in self.frame_paths:
             raise CellgenInputError(self.path, f"frame {t} does not exist (frames {self._range()})")
-        return read_tiff(self.frame_paths[t])
+        image = read_tiff(self.frame_paths[t])
+        if image.shape != self.shape:
+            raise CellgenInputError(
+                self.frame_paths[t], f"frame size {image.shape} differs from {self.shape}", "all frames need one size"
+            )
+        return image
 
     def images(self, indices: Iterable[int] | None = None) -> Iterator[np.ndarray]:
         """Yield frames one at a time (memory stays at one frame)."""
@@ -267,7 +330,7 @@ class CTCSequence:
     def _mask(self, paths: dict[int, Path], t: int, what: str) -> np.ndarray:
         if t not in paths:
             raise CellgenInputError(self.path, f"no {what} mask for frame {t}")
-        return read_tiff(paths[t])
+        return check_mask_array(paths[t], read_tiff(paths[t]), self.shape if self.frame_paths else None)
 
     def _range(self) -> str:
         idx = self.frame_indices
@@ -277,37 +340,52 @@ class CTCSequence:
 # --------------------------------------------------------------------------------------------- validation
 
 
-def validate_sequence(path: str | Path, check_masks: bool = True) -> list[str]:
+TABLE_FIX = "each line of the track table is 'L B E P': id, first frame, last frame, parent id or 0"
+MASK_FIX = "masks and man_track.txt must agree: a label is a track id alive in that frame"
+VALIDATION_VERSION = "2"
+
+
+def validate_sequence(
+    path: str | Path, check_masks: bool = True, require_annotations: bool = True, allow_truncated: bool = False
+) -> list[str]:
     """Check a sequence as the CTC tools do; return one line per problem (empty when valid).
 
-    Checks: frames exist and share one size; the track table parses, ids are positive and unique,
-    ``B <= E``, parents exist and end before their daughters begin; every TRA mask has the frame size,
-    holds only ids of tracks alive in that frame, and every track is present in each annotated frame of
-    its life span.
+    Checks: frame names (no two names for one index, one digit width), frames exist and share one size; with
+    ``check_masks`` every frame is read (2-D, numeric, no NaN/Inf); the track table parses, ids are positive
+    and unique, ``B <= E``, parents exist and end before their daughters begin; every TRA mask is an integer
+    label image of the frame size, holds only ids of tracks alive in that frame, and every track is present
+    in each annotated frame of its life span. Without ``require_annotations`` a sequence with no ``NN_GT``
+    passes on its frames alone (what the video models train on). ``allow_truncated`` accepts a table whose
+    tracks run past the last frame present (the first frames of a longer sequence, as HeLa 02 is shipped).
     """
     try:
         seq = CTCSequence(path)
-    except CellgenInputError as exc:
-        return [str(exc)]
-    problems: list[str] = []
-    try:
         shape = seq.shape
     except CellgenInputError as exc:
         return [str(exc)]
+    problems: list[str] = []
     first, last = seq.frame_indices[0], seq.frame_indices[-1]
     missing = sorted(set(range(first, last + 1)) - set(seq.frame_indices))
     if missing:
-        problems.append(f"{seq.path}: frames missing from the range {first}..{last}: {_short(missing)}")
+        problems.append(
+            f"{seq.path}: frames missing from the range {first}..{last}: {_short(missing)} (frames must be numbered "
+            "without gaps)"
+        )
     for frame_path in seq.frame_paths.values():
         try:
             frame_shape = tiff_shape(frame_path)
+            if frame_shape != shape:
+                problems.append(
+                    f"{frame_path}: frame size {frame_shape} differs from {shape} of frame {first} (all frames need "
+                    "one size)"
+                )
+            elif check_masks:
+                read_tiff(frame_path)
         except CellgenInputError as exc:
             problems.append(str(exc))
-            continue
-        if frame_shape != shape:
-            problems.append(f"{frame_path}: frame size {frame_shape} differs from {shape} of frame {first}")
     if not seq.gt_dir.is_dir():
-        problems.append(f"{seq.gt_dir}: annotation folder not found (expected {seq.name}_GT beside {seq.name})")
+        if require_annotations:
+            problems.append(f"{seq.gt_dir}: annotation folder not found (expected {seq.name}_GT beside {seq.name})")
         return problems
     if not seq.has_tracks:
         problems.append(f"{seq.track_file}: track table not found (TRA masks need man_track.txt)")
@@ -316,70 +394,120 @@ def validate_sequence(path: str | Path, check_masks: bool = True) -> list[str]:
         tracks = seq.tracks
     except CellgenInputError as exc:
         return problems + [str(exc)]
-    problems += check_track_table(seq.track_file, tracks, last)
+    problems += check_track_table(seq.track_file, tracks, None if allow_truncated else last)
     if check_masks:
         problems += _check_masks(seq, tracks, shape)
     return problems
 
 
-def check_track_table(table: Path, tracks: Mapping[int, Track], last_frame: int) -> list[str]:
-    """One line per problem of a track table (``L B E P``), for ground truth and tracking results alike."""
+def check_track_table(table: Path, tracks: Mapping[int, Track], last_frame: int | None = None) -> list[str]:
+    """One line per problem of a track table (``L B E P``), for ground truth and tracking results alike.
+
+    Lineage rules: positive ids, ``0 <= B <= E`` (and ``E <= last_frame`` when given), parents exist and end
+    before ``B``.
+    """
     problems = []
     for t in tracks.values():
         if t.label <= 0:
-            problems.append(f"{table}: track id {t.label} is not positive")
+            problems.append(f"{table}: track id {t.label} is not positive ({TABLE_FIX})")
         if t.begin < 0 or t.end < t.begin:
-            problems.append(f"{table}: track {t.label} has begin {t.begin} and end {t.end}")
-        if t.end > last_frame:
-            problems.append(f"{table}: track {t.label} ends at frame {t.end}, after the last frame {last_frame}")
-        if t.parent:
+            problems.append(f"{table}: track {t.label} has begin {t.begin} after end {t.end} (B must be <= E)")
+        if last_frame is not None and t.end > last_frame:
+            problems.append(
+                f"{table}: track {t.label} ends at frame {t.end}, after the last frame {last_frame} (E must be a "
+                "frame of the sequence)"
+            )
+        if t.parent == t.label:
+            problems.append(f"{table}: track {t.label} is its own parent (P is another track's id or 0)")
+        elif t.parent:
             parent = tracks.get(t.parent)
             if parent is None:
-                problems.append(f"{table}: track {t.label} names parent {t.parent}, which is not in the table")
+                problems.append(
+                    f"{table}: track {t.label} names parent {t.parent}, which is not in the table (add it or set P 0)"
+                )
             elif parent.end >= t.begin:
                 problems.append(
-                    f"{table}: track {t.label} begins at {t.begin} but its parent {t.parent} ends at {parent.end}"
+                    f"{table}: track {t.label} begins at {t.begin} but its parent {t.parent} ends at {parent.end} "
+                    "(a parent must end before its daughters begin)"
                 )
-        if t.parent == t.label:
-            problems.append(f"{table}: track {t.label} is its own parent")
     return problems
 
 
 def _check_masks(seq: CTCSequence, tracks: Mapping[int, Track], shape: tuple[int, int]) -> list[str]:
     problems = []
     if not seq.tra_paths:
-        return [f"{seq.gt_dir / 'TRA'}: no man_trackTTT.tif masks"]
+        return [f"{seq.gt_dir / 'TRA'}: no man_trackTTT.tif masks (one TRA mask per annotated frame)"]
     extra = sorted(set(seq.tra_paths) - set(seq.frame_paths))
     if extra:
-        problems.append(f"{seq.gt_dir / 'TRA'}: masks for frames without images: {_short(extra)}")
+        problems.append(
+            f"{seq.gt_dir / 'TRA'}: masks for frames without images: {_short(extra)} (remove them or add the frames)"
+        )
     seen_in: dict[int, set[int]] = {}
     for t, mask_path in seq.tra_paths.items():
         try:
-            mask = read_tiff(mask_path)
+            mask = check_mask_array(mask_path, read_tiff(mask_path), shape)
         except CellgenInputError as exc:
             problems.append(str(exc))
-            continue
-        if mask.shape != shape:
-            problems.append(f"{mask_path}: mask size {mask.shape} differs from frame size {shape}")
-        if not np.issubdtype(mask.dtype, np.integer):
-            problems.append(f"{mask_path}: masks must be integer labels, found {mask.dtype}")
             continue
         labels = np.unique(mask)
         labels = labels[labels != 0]
         for label in labels.tolist():
             track = tracks.get(label)
             if track is None:
-                problems.append(f"{mask_path}: label {label} is not in man_track.txt")
+                problems.append(f"{mask_path}: label {label} is not in man_track.txt ({MASK_FIX})")
             elif not track.begin <= t <= track.end:
-                problems.append(f"{mask_path}: label {label} present but its track spans {track.begin}..{track.end}")
+                problems.append(
+                    f"{mask_path}: label {label} present but its track spans {track.begin}..{track.end} ({MASK_FIX})"
+                )
             seen_in.setdefault(label, set()).add(t)
+    for path in list(seq.seg_paths.values()) + list(seq.st_seg_paths.values()):
+        try:
+            check_mask_array(path, read_tiff(path), shape)
+        except CellgenInputError as exc:
+            problems.append(str(exc))
     annotated = set(seq.tra_paths)
     for track in tracks.values():
         expected = {t for t in range(track.begin, track.end + 1) if t in annotated}
         absent = sorted(expected - seen_in.get(track.label, set()))
         if absent:
-            problems.append(f"{seq.track_file}: track {track.label} is missing from TRA frames {_short(absent)}")
+            problems.append(
+                f"{seq.track_file}: track {track.label} is missing from TRA frames {_short(absent)} ({MASK_FIX})"
+            )
     return problems
+
+
+_VALID: set[str] = set()
+
+
+def checked_sequence(path: str | Path) -> CTCSequence:
+    """Open a sequence for training or evaluation after the full :func:`validate_sequence` check.
+
+    The verdict is remembered per content fingerprint (in memory and under the cache folder), so a large
+    sequence is read through once, and again only after one of its files changes.
+
+    Raises:
+        CellgenInputError: the first problem, with the number of further ones.
+    """
+    from cellgen.data.cache import cache_root, folder_fingerprint
+
+    seq = CTCSequence(path)
+    folders = [seq.path, seq.gt_dir, seq.root / f"{seq.name}_ST"]
+    key = f"v{VALIDATION_VERSION}-{folder_fingerprint(*folders)}"
+    marker = cache_root() / "validated" / key
+    if key in _VALID or marker.is_file():
+        _VALID.add(key)
+        return seq
+    problems = validate_sequence(seq.path, require_annotations=False, allow_truncated=True)
+    if problems:
+        count = f"{len(problems)} problems (`cellgen check-ctc` lists them), the first: " if len(problems) > 1 else ""
+        raise CellgenInputError(None, count + problems[0])
+    _VALID.add(key)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass  # a read-only cache only costs a re-check next time
+    return seq
 
 
 def _short(values: list[int], limit: int = 8) -> str:
@@ -400,6 +528,7 @@ def write_sequence(
     digits: int = 3,
     overwrite: bool = False,
     validate: bool = True,
+    marker: tuple[str, str] | None = None,
 ) -> Path:
     """Write one annotated sequence atomically and return its ``NN`` folder.
 
@@ -416,6 +545,7 @@ def write_sequence(
         digits: frame index width (3, 4 or 6).
         overwrite: replace an existing sequence of that name.
         validate: run :func:`validate_sequence` before renaming; raise on any problem.
+        marker: optional ``(file name, text)`` written inside ``NN`` before the rename (who wrote it).
     """
     if digits not in (3, 4, 6):
         raise ValueError(f"digits must be 3, 4 or 6, got {digits}")
@@ -443,6 +573,8 @@ def write_sequence(
         for t, mask in (seg_masks or {}).items():
             write_tiff(seg / f"man_seg{t:0{digits}d}.tif", mask.astype(np.uint16))
         write_tracks(tra / "man_track.txt", tracks)
+        if marker is not None:
+            (raw / marker[0]).write_text(marker[1])
         if validate:
             problems = validate_sequence(raw)
             if problems:

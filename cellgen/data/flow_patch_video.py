@@ -117,7 +117,7 @@ class FlowPatchVideoDataModule(PatchVideoDataModule):
 
     def load_videos(self) -> np.ndarray:
         """All patch videos (N, 3, T, P, P): intensity, U, V, each min-max normalised per video."""
-        cache_dir = Path(self.hparams.cache_dir) if self.hparams.cache_dir else None
+        cache_dir = self.hparams.cache_dir or None
         iterations, lam = self.hparams.hs_iterations, self.hparams.hs_lambda
         parts, ranges = [], []
         for seq in self.resolve_sequences():

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cellgen.data.atomic import atomic_file
 from cellgen.data.base import SampleIndexDataset, TrainValDataModule
+from cellgen.data.cache import folder_fingerprint, resolve_cache_dir
 from cellgen.data.ctc import CTCSequence
 from cellgen.data.errors import CellgenInputError
 
@@ -94,12 +95,15 @@ def extract_patch_videos(seq: CTCSequence, spec: PatchVideoSpec) -> np.ndarray:
     return normalise_per_channel(np.stack(videos)[:, None])
 
 
-def load_patch_videos(seq: CTCSequence, spec: PatchVideoSpec, cache_dir: Path | None) -> tuple[np.ndarray, Path | None]:
+def load_patch_videos(
+    seq: CTCSequence, spec: PatchVideoSpec, cache_dir: str | Path | None
+) -> tuple[np.ndarray, Path | None]:
     """Patch videos of a sequence, from the ``.npz`` cache when present (written atomically otherwise)."""
+    cache_dir = resolve_cache_dir(cache_dir, "patches")
     if cache_dir is None:
         return extract_patch_videos(seq, spec), None
-    tag = hashlib.sha1(str(seq.path.resolve()).encode()).hexdigest()[:10]
-    path = Path(cache_dir) / f"patches-{seq.root.name}-{seq.name}-{tag}-{spec.key()}.npz"
+    tag = folder_fingerprint(seq.path)  # content, not path: a repaired frame makes a new cache
+    path = cache_dir / f"patches-{seq.root.name}-{seq.name}-{tag}-{spec.key()}.npz"
     if path.is_file():
         try:
             with np.load(path) as cached:
@@ -171,7 +175,7 @@ class PatchVideoDataModule(TrainValDataModule):
         num_workers: DataLoader workers.
         val_fraction: fraction of videos held out for validation (seeded split).
         flips: random flips as augmentation.
-        cache_dir: where patch caches go; None disables caching.
+        cache_dir: where patch caches go (auto: ``$CELLGEN_CACHE/patches``); None disables caching.
         split_seed: seed of the train/val split.
         num_predict: videos ``cellgen predict`` generates; sample ``i`` has its own seed, so the result does not
             depend on the batch size or the number of devices.
@@ -192,7 +196,7 @@ class PatchVideoDataModule(TrainValDataModule):
         num_workers: int = 0,
         val_fraction: float = 0.1,
         flips: bool = True,
-        cache_dir: str | None = "data/cache",
+        cache_dir: str | None = "auto",
         split_seed: int = 0,
         num_predict: int = 16,
     ) -> None:
@@ -204,7 +208,7 @@ class PatchVideoDataModule(TrainValDataModule):
 
     def load_videos(self) -> np.ndarray:
         """All patch videos (N, C, T, P, P); subclasses add channels (e.g. optical flow)."""
-        cache = Path(self.hparams.cache_dir) if self.hparams.cache_dir else None
+        cache = self.hparams.cache_dir or None
         return np.concatenate([load_patch_videos(seq, self.spec, cache)[0] for seq in self.resolve_sequences()])
 
     def prepare_data(self) -> None:

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from cellgen.data.atomic import atomic_file
-from cellgen.data.ctc import CTCSequence
+from cellgen.data.ctc import CTCSequence, read_text_table
 from cellgen.data.errors import CellgenInputError
 
 POINT_COLUMNS = ("t", "y", "x")
 SCORE_COLUMN = "score"
+POINTS_FIX = "expected a CSV with the header t,y,x[,score] and one event per line"
 
 
 def read_points_csv(path: str | Path) -> np.ndarray:
@@ -36,7 +37,7 @@ def read_points_csv(path: str | Path) -> np.ndarray:
         ValueError: missing header or column, wrong field count, or a non-numeric or non-finite value.
     """
     path = Path(path)
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # Excel writes a byte-order mark
         rows = list(csv.reader(f))
     if not rows:
         raise ValueError(f"{path}: empty file, expected a header 't,y,x[,score]'")
@@ -109,8 +110,8 @@ def read_mitosis_points(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise CellgenInputError(path, "points file not found")
-    lines = [line.strip() for line in path.read_text(encoding="latin-1").splitlines() if line.strip()]
+        raise CellgenInputError(path, "points file not found", POINTS_FIX)
+    lines = [line.strip() for line in read_text_table(path).splitlines() if line.strip()]
     data = [line for line in lines if not line.startswith("%")]
     if len(data) < len(lines) or (data and "," not in data[0]):
         points = []
@@ -119,13 +120,14 @@ def read_mitosis_points(path: str | Path) -> np.ndarray:
             try:
                 x, y, frame = (float(v) for v in fields[:3])
             except ValueError as exc:
-                raise CellgenInputError(path, f"data line {number} is not 'x y frame [id]': {line!r}") from exc
+                problem = f"data line {number} is not 'x y frame [id]': {line!r}"
+                raise CellgenInputError(path, problem, "one event per line, '%' starts a comment") from exc
             points.append((frame, y, x))
         return np.asarray(points, np.float64).reshape(-1, 3)
     try:
         return read_points_csv(path)[:, :3]
     except ValueError as exc:
-        raise CellgenInputError(path, str(exc).removeprefix(f"{path}: ")) from exc
+        raise CellgenInputError(path, str(exc).removeprefix(f"{path}: "), POINTS_FIX) from exc
 
 
 def division_points(seq: CTCSequence) -> np.ndarray:

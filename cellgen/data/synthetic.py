@@ -15,14 +15,15 @@ every frame of its life span and the validator accepts the output.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from cellgen.data.cache import cache_root
 from cellgen.data.ctc import Track, write_sequence
+from cellgen.data.ownership import MARKER, check_replaceable, marker_text, remove_stale_staging
 
 FLAVOURS = {"fluo": "Demo-Fluo", "phc": "Demo-PhC"}
 DEMO_VERSION = 1
@@ -270,18 +271,18 @@ def write_demo_dataset(
             raise ValueError(f"flavour must be one of {sorted(FLAVOURS)}, got {flavour!r}")
         for s in range(sequences):
             seq_seed = seed * 1000 + f_index * 100 + s
+            folder, name = Path(out) / FLAVOURS[flavour], f"{s + 1:02d}"
+            check_replaceable(folder, name, overwrite)  # --overwrite replaces only what cellgen wrote
+            remove_stale_staging(folder, name)
             images, masks, tracks = generate_sequence(frames, size, size, cells, flavour, seq_seed)
-            written.append(
-                write_sequence(
-                    Path(out) / FLAVOURS[flavour], f"{s + 1:02d}", images, masks, tracks, overwrite=overwrite
-                )
-            )
+            marker = (MARKER, marker_text("prepare-data demo", {"seed": seq_seed, "frames": frames, "size": size}))
+            written.append(write_sequence(folder, name, images, masks, tracks, overwrite=overwrite, marker=marker))
     return written
 
 
 def demo_cache_root() -> Path:
     """Where the embedded demo data lives: ``$CELLGEN_CACHE`` or ``~/.cache/cellgen``."""
-    return Path(os.environ.get("CELLGEN_CACHE", Path.home() / ".cache" / "cellgen"))
+    return cache_root()
 
 
 def demo_sequence(flavour: str = "fluo", name: str = "01", frames: int = 64, size: int = 256) -> Path:

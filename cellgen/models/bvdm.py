@@ -190,15 +190,13 @@ def _build(cls: type, kwargs: dict[str, Any]) -> CellgenModule:
 def load_bvdm(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> BVDM:
     """Load a BVDM checkpoint with a clear error for a missing file or a checkpoint of another model."""
     from cellgen.data.errors import CellgenInputError
+    from cellgen.models.checkpoint import read_checkpoint
 
     path = Path(checkpoint)
-    if not path.is_file():
+    if not path.exists():
         raise CellgenInputError(path, "checkpoint not found", "train one with `cellgen fit --config configs/bvdm.yaml`")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CellgenInputError(path, f"not a readable checkpoint ({type(exc).__name__})") from exc
-    if not isinstance(state, dict) or "bvdm_shape_model" not in state:
+    state = read_checkpoint(path, expect_class="cellgen.models.bvdm.BVDM")
+    if "bvdm_shape_model" not in state:
         raise CellgenInputError(path, "not a BVDM checkpoint", "pass a checkpoint written by `cellgen fit` with BVDM")
     if state["bvdm_shape_model"] is None:
         raise CellgenInputError(path, "checkpoint has no fitted shape model", "train for at least one step")
