@@ -10,18 +10,23 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from cellgen.callbacks.previews import write_gif
-from cellgen.data.ctc import write_sequence
+from cellgen.data.ctc import PixelSize, write_sequence
 
 
-def write_synthetic_sequence(out_dir: str | Path, index: int, sequence: Any, overwrite: bool = False) -> Path:
+def write_synthetic_sequence(
+    out_dir: str | Path, index: int, sequence: Any, overwrite: bool = False, pixel_size: PixelSize | None = None
+) -> Path:
     """Write one :class:`~cellgen.synth.pipeline.SynthesizedSequence` as ``out_dir/NN`` (NN = index + 1).
 
     The sequence is validated before it is renamed into place (atomic), so a half-written or invalid
-    sequence never appears; the preview sits beside it as ``NN_preview.gif``.
+    sequence never appears; the preview sits beside it as ``NN_preview.gif``. ``pixel_size`` (the training
+    data's, kept in the BVDM checkpoint) goes into every frame and mask, so real and synthetic data overlay.
     """
     out_dir = Path(out_dir)
     name = f"{index + 1:02d}"
-    path = write_sequence(out_dir, name, sequence.images, sequence.masks, sequence.tracks, overwrite=overwrite)
+    path = write_sequence(
+        out_dir, name, sequence.images, sequence.masks, sequence.tracks, overwrite=overwrite, pixel_size=pixel_size
+    )
     write_gif(out_dir / f"{name}_preview.gif", sequence.images, sequence.masks)
     return path
 
@@ -51,5 +56,6 @@ class CTCSequenceWriter(BasePredictionWriter):
     ) -> None:
         # The batch holds global sequence indices; the distributed sampler gives each to one rank only.
         for index, sequence in zip(batch.tolist(), prediction, strict=True):
-            path = write_synthetic_sequence(self.output_dir, index, sequence, self.overwrite)
+            pixel_size = getattr(pl_module, "pixel_size", None)
+            path = write_synthetic_sequence(self.output_dir, index, sequence, self.overwrite, pixel_size)
             print(f"synthetic sequence written: {path} ({len(sequence.tracks)} tracks)")

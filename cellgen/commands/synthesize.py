@@ -79,7 +79,7 @@ def synthesize(
     with autocast:
         for i in tqdm(range(first_index, first_index + num_sequences), desc="synthesising", unit="seq"):
             sequence = model.synthesize(i, progress=True, **overrides)
-            path = write_synthetic_sequence(out_dir, i, sequence, overwrite)
+            path = write_synthetic_sequence(out_dir, i, sequence, overwrite, model.pixel_size)
             parents = {t.parent for t in sequence.tracks.values() if t.parent}
             written.append({"path": str(path), "tracks": len(sequence.tracks), "divisions": len(parents)})
             tqdm.write(f"{path}: {len(sequence.tracks)} tracks, preview {path.parent / (path.name + '_preview.gif')}")

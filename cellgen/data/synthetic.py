@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from cellgen.data.ctc import Track, write_sequence
+from cellgen.data.ctc import PixelSize, Track, write_sequence
 
 FLAVOURS = {"fluo": "Demo-Fluo", "phc": "Demo-PhC"}
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: frames carry DEMO_PIXEL_SIZE
+# Demo cells are 18-28 px across (radius 9-14), i.e. 9-14 microns: the scale of the CTC 2-D datasets.
+DEMO_PIXEL_SIZE = PixelSize(0.5, 0.5)
 
 
 @dataclass
@@ -273,7 +275,13 @@ def write_demo_dataset(
             images, masks, tracks = generate_sequence(frames, size, size, cells, flavour, seq_seed)
             written.append(
                 write_sequence(
-                    Path(out) / FLAVOURS[flavour], f"{s + 1:02d}", images, masks, tracks, overwrite=overwrite
+                    Path(out) / FLAVOURS[flavour],
+                    f"{s + 1:02d}",
+                    images,
+                    masks,
+                    tracks,
+                    overwrite=overwrite,
+                    pixel_size=DEMO_PIXEL_SIZE,
                 )
             )
     return written
