@@ -39,9 +39,10 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
         "cellgen.commands.bvdm_ablation:bvdm_ablation",
         "BVDM Table 2: SDEdit start steps (and no DDPM) -> downstream SEG/TRA/DET and FID",
     ),
+    "export": ("cellgen.commands.export:EXPORT", "a CTC sequence's lineage as GEFF or TrackMate XML"),
 }
 
-POSITIONAL_COMMANDS = {"check-ctc"}
+POSITIONAL_COMMANDS = {"check-ctc", "export"}
 
 # Modules defining CellgenModule / CellgenDataModule subclasses; imported so that subclass mode
 # can resolve short names such as ``--model MaskDDPM``.

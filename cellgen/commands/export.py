@@ -1,0 +1,57 @@
+"""``cellgen export geff|trackmate SEQUENCE``: a CTC sequence's lineage for napari, ultrack and Fiji TrackMate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cellgen.data.lineage_export import LineageGraph, lineage_graph, write_geff, write_trackmate_xml
+
+
+def _report(kind: str, out: Path, graph: LineageGraph) -> int:
+    size = graph.pixel_size
+    summary = {
+        "command": f"export {kind}",
+        "out": str(out),
+        "nodes": len(graph.t),
+        "edges": len(graph.edges),
+        "lineages": len(set(graph.lineage_id.tolist())),
+        "pixel_size": size.to_dict() if size else None,
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def export_geff(sequence: str, out: str | None = None, overwrite: bool = False) -> int:
+    """Write a CTC sequence's lineage as GEFF (opens in napari with a GEFF reader, ultrack, TrackMate).
+
+    One node per cell and frame at its mask centroid (t, y, x in frames and pixels, the pixel size as the
+    axis scale in micrometres), with track_id, tracklet_id, lineage_id and area; edges link frames and divisions.
+
+    Args:
+        sequence: CTC raw-frame folder (e.g. runs/bvdm/synthetic/01, with 01_GT beside it).
+        out: output GEFF store (default: NN_tracks.geff beside the sequence).
+        overwrite: replace an existing output.
+    """
+    path = Path(sequence)
+    target = Path(out) if out else path.parent / f"{path.name}_tracks.geff"
+    graph = lineage_graph(path)
+    return _report("geff", write_geff(graph, target, overwrite=overwrite), graph)
+
+
+def export_trackmate(sequence: str, out: str | None = None, overwrite: bool = False) -> int:
+    """Write a CTC sequence's lineage as a TrackMate XML model (Fiji: Plugins > Tracking > Load a TrackMate file).
+
+    Args:
+        sequence: CTC raw-frame folder (e.g. runs/bvdm/synthetic/01, with 01_GT beside it).
+        out: output XML file (default: NN_trackmate.xml beside the sequence).
+        overwrite: replace an existing output.
+    """
+    path = Path(sequence)
+    target = Path(out) if out else path.parent / f"{path.name}_trackmate.xml"
+    graph = lineage_graph(path)
+    written = write_trackmate_xml(graph, target, image_folder=str(path.resolve()), overwrite=overwrite)
+    return _report("trackmate", written, graph)
+
+
+EXPORT = {"geff": export_geff, "trackmate": export_trackmate}
