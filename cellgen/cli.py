@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from cellgen.data.errors import CellgenInputError
 
@@ -98,6 +99,7 @@ def run_lightning(args: list[str]) -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.cli import LightningCLI
 
+    from cellgen.callbacks.run_files import RunConfigSaver
     from cellgen.data.base import CellgenDataModule
     from cellgen.models.base import CellgenModule
 
@@ -107,18 +109,33 @@ def run_lightning(args: list[str]) -> None:
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
             parser.set_defaults({"checkpoint.save_last": True})
 
+        def before_instantiate_classes(self) -> None:
+            # Unset, the folder would follow the logger (W&B: <save_dir>/<project>/<run id>/checkpoints), so
+            # `--ckpt_path last` would find nothing once a logger config is stacked: pin it to the run's root.
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            if config.checkpoint.dirpath is None:
+                root = config.trainer.default_root_dir or "runs"
+                config.checkpoint.dirpath = str(Path(root) / "checkpoints")
+
     _import_models()
-    CellgenCLI(
-        CellgenModule,
-        CellgenDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        # No logger default: Lightning then writes CSV logs and checkpoints under trainer.default_root_dir.
-        trainer_defaults={"default_root_dir": "runs"},
-        args=args,
-    )
+    try:
+        CellgenCLI(
+            CellgenModule,
+            CellgenDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_callback=RunConfigSaver,  # the run's own folder, also under W&B; full config logged
+            save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
+            # No logger default: Lightning then writes CSV logs and checkpoints under trainer.default_root_dir.
+            trainer_defaults={"default_root_dir": "runs"},
+            args=args,
+        )
+    finally:
+        # One command, one W&B run: a second in-process command (tests, notebooks) must not log into this one.
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            wandb.finish()
 
 
 def _underscore_options(args: list[str]) -> list[str]:
