@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import textwrap
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,6 +81,59 @@ def _import_models() -> None:
             importlib.import_module(module)
 
 
+def configs_dir() -> Path | None:
+    """The shipped configs: ``cellgen/configs`` in a wheel, the checkout's ``configs/`` in an editable install."""
+    package = Path(__file__).resolve().parent
+    return next((d for d in (package / "configs", package.parent / "configs") if d.is_dir()), None)
+
+
+def _config_path(value: str) -> str:
+    """``bvdm``, ``tiny/bvdm`` or ``configs/bvdm.yaml`` name a shipped config when no such file is here."""
+    folder = configs_dir()
+    if Path(value).exists() or folder is None:
+        return value
+    name = value.removeprefix("configs/")
+    return next((str(p) for p in (folder / name, folder / f"{name}.yaml") if p.is_file()), value)
+
+
+def _resolve_configs(args: list[str]) -> list[str]:
+    resolved = list(args)
+    for i, arg in enumerate(resolved):
+        if arg.startswith("--config="):
+            resolved[i] = "--config=" + _config_path(arg.partition("=")[2])
+        elif arg == "--config" and i + 1 < len(resolved):
+            resolved[i + 1] = _config_path(resolved[i + 1])
+    return resolved
+
+
+COMMON_OPTIONS = [
+    ("--config FILE|NAME", "a YAML config or a shipped one by name (repeat to stack; later ones win)"),
+    ("--print_config", "print the resolved config and exit"),
+    ("--ckpt_path PATH|last", "fit: resume (last = the checkpoint folder's last.ckpt); else: the weights"),
+    ("--trainer.max_steps N", "training length in optimiser steps"),
+    ("--trainer.default_root_dir DIR", "logs; checkpoints in DIR/checkpoints unless --checkpoint.dirpath"),
+    ("--trainer.accelerator / .devices / .precision", "e.g. gpu / 2 / bf16-mixed"),
+    ("--trainer.logger false", "no logger; stack --config logger/wandb for W&B (offline)"),
+    ("--model.help CLASS", "every option of a model, e.g. --model.help BVDM"),
+    ("--data.help CLASS", "every option of a data module, e.g. --data.help BVDMDataModule"),
+]
+
+
+def _print_lightning_help(command: str) -> None:
+    """A one-screen help for fit/validate/test/predict; ``--help-all`` shows LightningCLI's full list."""
+    print(f"usage: cellgen {command} --config FILE [--config FILE ...] [--SECTION.OPTION VALUE ...]\n")
+    print(f"{LIGHTNING_COMMANDS[command]}. Configs stack left to right; any option may follow them.\n")
+    folder = configs_dir()
+    if folder is not None:
+        names = sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml"))
+        print(f"shipped configs ({folder}):")
+        print(textwrap.fill("  ".join(names), width=100, initial_indent="  ", subsequent_indent="  ") + "\n")
+    print("common options:")
+    for option, text in COMMON_OPTIONS:
+        print(f"  {option:<46}{text}")
+    print(f"\nevery option (about 700 lines): cellgen {command} --help-all")
+
+
 def _print_help() -> None:
     print("usage: cellgen COMMAND [--config FILE ...] [options]\n")
     print("cellgen: learn from a few annotated live-cell videos, synthesise many, and measure them.\n")
@@ -119,18 +174,22 @@ def run_lightning(args: list[str]) -> None:
 
     _import_models()
     try:
-        CellgenCLI(
-            CellgenModule,
-            CellgenDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            seed_everything_default=0,
-            save_config_callback=RunConfigSaver,  # the run's own folder, also under W&B; full config logged
-            save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
-            # No logger default: Lightning then writes CSV logs and checkpoints under trainer.default_root_dir.
-            trainer_defaults={"default_root_dir": "runs"},
-            args=args,
-        )
+        with warnings.catch_warnings():
+            # `args` is always given (configs are resolved first); Lightning warns whenever sys.argv is not empty.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+            CellgenCLI(
+                CellgenModule,
+                CellgenDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                seed_everything_default=0,
+                save_config_callback=RunConfigSaver,  # the run's own folder, also under W&B; full config logged
+                save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
+                # No logger default: Lightning then writes CSV logs and checkpoints under trainer.default_root_dir.
+                trainer_defaults={"default_root_dir": "runs"},
+                parser_kwargs={"prog": "cellgen"},
+                args=args,
+            )
     finally:
         # One command, one W&B run: a second in-process command (tests, notebooks) must not log into this one.
         wandb = sys.modules.get("wandb")
@@ -169,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         _print_help()
         return 0
+    args = _resolve_configs(args)
+    if args[0] in LIGHTNING_COMMANDS and ("--help" in args or "-h" in args):
+        _print_lightning_help(args[0])
+        return 0
+    args = ["--help" if arg == "--help-all" else arg for arg in args]
     try:
         if args[0] in EXTRA_COMMANDS:
             return run_extra(args[0], args[1:])
