@@ -42,7 +42,7 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
         "cellgen.commands.bvdm_ablation:bvdm_ablation",
         "BVDM Table 2: SDEdit start steps (and no DDPM) -> downstream SEG/TRA/DET and FID",
     ),
-    "export": ("cellgen.commands.export:EXPORT", "a CTC sequence's lineage as GEFF or TrackMate XML"),
+    "export": ("cellgen.commands.export:EXPORT", "a CTC sequence as GEFF, TrackMate XML or OME-Zarr"),
 }
 
 POSITIONAL_COMMANDS = {"check-ctc", "export"}

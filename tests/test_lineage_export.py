@@ -85,3 +85,32 @@ def test_export_trackmate_reads_back_through_geffs_trackmate_reader(
     spot = next(n for n, data in graph.nodes(data=True) if data["CTC_TRACK_ID"] == 2 and data["FRAME"] == 2)
     assert graph.nodes[spot]["POSITION_Y"] == pytest.approx(3.5 * 0.24)  # physical units, as TrackMate stores
     assert len({data["TRACK_ID"] for _, data in graph.nodes(data=True)}) == 2  # a TrackMate track is a lineage
+
+
+def test_export_ome_zarr_holds_frames_labels_and_lineage_in_microns(divided: Path, tmp_path: Path) -> None:
+    import zarr
+
+    from cellgen.data.ctc import CTCSequence
+
+    out = tmp_path / "01.ome.zarr"
+    assert main(["export", "ome-zarr", str(divided), "--out", str(out)]) == 0
+    root = zarr.open_group(str(out), mode="r")
+    seq = CTCSequence(divided)
+    for group, read in ((root, seq.image), (root["labels/tracks"], seq.tra_mask)):
+        (multiscale,) = group.attrs["multiscales"]  # NGFF 0.4: axes t, y, x; one scale per axis
+        assert multiscale["version"] == "0.4" and [a["name"] for a in multiscale["axes"]] == ["t", "y", "x"]
+        assert [a["type"] for a in multiscale["axes"]] == ["time", "space", "space"]
+        assert multiscale["axes"][1]["unit"] == "micrometer"
+        (dataset,) = multiscale["datasets"]
+        assert dataset["coordinateTransformations"] == [{"type": "scale", "scale": [1.0, 0.24, 0.24]}]
+        stored = group[dataset["path"]][:]
+        np.testing.assert_array_equal(stored, np.stack([read(t) for t in seq.frame_indices]))
+    assert root["labels"].attrs["labels"] == ["tracks"]
+    assert root["labels/tracks"].attrs["image-label"]["source"] == {"image": "../../"}
+    geff.validate_structure(str(out / "tracks.geff"))
+    graph, metadata = geff.read(str(out / "tracks.geff"))
+    assert graph.number_of_nodes() == 9
+    assert [(r.type, r.path, r.node_prop) for r in metadata.related_objects] == [
+        ("labels", "../labels/tracks/0", "track_id"),
+        ("image", "../0", None),
+    ]

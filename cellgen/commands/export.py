@@ -1,4 +1,4 @@
-"""``cellgen export geff|trackmate SEQUENCE``: a CTC sequence's lineage for napari, ultrack and Fiji TrackMate."""
+"""``cellgen export geff|trackmate|ome-zarr SEQUENCE``: a CTC sequence for napari, ultrack and Fiji TrackMate."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from cellgen.data.lineage_export import LineageGraph, lineage_graph, write_geff, write_trackmate_xml
+from cellgen.data.ome_zarr import write_ome_zarr
 
 
 def _report(kind: str, out: Path, graph: LineageGraph) -> int:
@@ -54,4 +55,18 @@ def export_trackmate(sequence: str, out: str | None = None, overwrite: bool = Fa
     return _report("trackmate", written, graph)
 
 
-EXPORT = {"geff": export_geff, "trackmate": export_trackmate}
+def export_ome_zarr(sequence: str, out: str | None = None, overwrite: bool = False) -> int:
+    """Write a CTC sequence as one OME-Zarr (NGFF 0.4): frames, TRA labels and the GEFF lineage, in micrometres.
+
+    Args:
+        sequence: CTC raw-frame folder (e.g. runs/bvdm/synthetic/01, with 01_GT beside it).
+        out: output store (default: NN.ome.zarr beside the sequence).
+        overwrite: replace an existing output.
+    """
+    path = Path(sequence)
+    target = Path(out) if out else path.parent / f"{path.name}.ome.zarr"
+    graph = lineage_graph(path)
+    return _report("ome-zarr", write_ome_zarr(path, graph, target, overwrite=overwrite), graph)
+
+
+EXPORT = {"geff": export_geff, "trackmate": export_trackmate, "ome-zarr": export_ome_zarr}
