@@ -122,4 +122,5 @@ def test_subset_keeps_a_valid_window(demo_dataset: Path, tmp_path: Path) -> None
     subset = CTCSequence(tmp_path / "01")
     assert len(subset) == 5 and validate_sequence(tmp_path / "01") == []
     np.testing.assert_array_equal(subset.image(4), CTCSequence(source).image(4))
+    assert read_pixel_size(subset.path) == DEMO_PIXEL_SIZE  # the source's pixel size is kept
     assert all(track.end <= 4 for track in subset.tracks.values())

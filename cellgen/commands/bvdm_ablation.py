@@ -147,7 +147,7 @@ def bvdm_ablation(
         for i in range(num_sequences):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=target == "cuda"):
                 sequence = model.synthesize(i, progress=True, **overrides)
-            paths.append(str(write_synthetic_sequence(synth_dir, i, sequence, overwrite=True)))
+            paths.append(str(write_synthetic_sequence(synth_dir, i, sequence, True, model.pixel_size)))
         synth_s = time.perf_counter() - start
         row = run_downstream(paths, test, str(out_dir / cell / "downstream"), budget, seed, cell)
         result = {
