@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from cellgen.data.lineage_export import LineageGraph, lineage_graph, write_geff, write_trackmate_xml
 from cellgen.data.ome_zarr import write_ome_zarr
 
 
-def _report(kind: str, out: Path, graph: LineageGraph) -> int:
+def _export(kind: str, sequence: str, out: str | None, suffix: str, write: Callable[..., Path]) -> int:
+    """Read the lineage, ``write(path, graph, target)`` (default target: ``NN<suffix>`` beside the sequence), and
+    end with one JSON line."""
+    path = Path(sequence)
+    graph = lineage_graph(path)
+    written = write(path, graph, Path(out) if out else path.parent / f"{path.name}{suffix}")
     size = graph.pixel_size
     summary = {
         "command": f"export {kind}",
-        "out": str(out),
+        "out": str(written),
         "nodes": len(graph.t),
         "edges": len(graph.edges),
         "lineages": len(set(graph.lineage_id.tolist())),
@@ -34,10 +40,7 @@ def export_geff(sequence: str, out: str | None = None, overwrite: bool = False) 
         out: output GEFF store (default: NN_tracks.geff beside the sequence).
         overwrite: replace an existing output.
     """
-    path = Path(sequence)
-    target = Path(out) if out else path.parent / f"{path.name}_tracks.geff"
-    graph = lineage_graph(path)
-    return _report("geff", write_geff(graph, target, overwrite=overwrite), graph)
+    return _export("geff", sequence, out, "_tracks.geff", lambda _, graph, to: write_geff(graph, to, overwrite))
 
 
 def export_trackmate(sequence: str, out: str | None = None, overwrite: bool = False) -> int:
@@ -48,11 +51,11 @@ def export_trackmate(sequence: str, out: str | None = None, overwrite: bool = Fa
         out: output XML file (default: NN_trackmate.xml beside the sequence).
         overwrite: replace an existing output.
     """
-    path = Path(sequence)
-    target = Path(out) if out else path.parent / f"{path.name}_trackmate.xml"
-    graph = lineage_graph(path)
-    written = write_trackmate_xml(graph, target, image_folder=str(path.resolve()), overwrite=overwrite)
-    return _report("trackmate", written, graph)
+
+    def write(path: Path, graph: LineageGraph, to: Path) -> Path:
+        return write_trackmate_xml(graph, to, image_folder=str(path.resolve()), overwrite=overwrite)
+
+    return _export("trackmate", sequence, out, "_trackmate.xml", write)
 
 
 def export_ome_zarr(sequence: str, out: str | None = None, overwrite: bool = False) -> int:
@@ -63,10 +66,9 @@ def export_ome_zarr(sequence: str, out: str | None = None, overwrite: bool = Fal
         out: output store (default: NN.ome.zarr beside the sequence).
         overwrite: replace an existing output.
     """
-    path = Path(sequence)
-    target = Path(out) if out else path.parent / f"{path.name}.ome.zarr"
-    graph = lineage_graph(path)
-    return _report("ome-zarr", write_ome_zarr(path, graph, target, overwrite=overwrite), graph)
+    return _export(
+        "ome-zarr", sequence, out, ".ome.zarr", lambda path, graph, to: write_ome_zarr(path, graph, to, overwrite)
+    )
 
 
 EXPORT = {"geff": export_geff, "trackmate": export_trackmate, "ome-zarr": export_ome_zarr}
