@@ -18,6 +18,7 @@ import importlib.util
 import os
 import re
 import sys
+import textwrap
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,9 +52,10 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
         "cellgen.commands.bvdm_ablation:bvdm_ablation",
         "BVDM Table 2: SDEdit start steps (and no DDPM) -> downstream SEG/TRA/DET and FID",
     ),
+    "export": ("cellgen.commands.export:EXPORT", "a CTC sequence as GEFF, TrackMate XML or OME-Zarr"),
 }
 
-POSITIONAL_COMMANDS = {"check-ctc"}
+POSITIONAL_COMMANDS = {"check-ctc", "export"}
 
 # Modules defining CellgenModule / CellgenDataModule subclasses; imported so that subclass mode
 # can resolve short names such as ``--model MaskDDPM``.
@@ -87,6 +89,59 @@ def _import_models() -> None:
     for module in MODEL_MODULES:
         if _available(module):
             importlib.import_module(module)
+
+
+def configs_dir() -> Path | None:
+    """The shipped configs: ``cellgen/configs`` in a wheel, the checkout's ``configs/`` in an editable install."""
+    package = Path(__file__).resolve().parent
+    return next((d for d in (package / "configs", package.parent / "configs") if d.is_dir()), None)
+
+
+def _config_path(value: str) -> str:
+    """``bvdm``, ``tiny/bvdm`` or ``configs/bvdm.yaml`` name a shipped config when no such file is here."""
+    folder = configs_dir()
+    if Path(value).exists() or folder is None:
+        return value
+    name = value.removeprefix("configs/")
+    return next((str(p) for p in (folder / name, folder / f"{name}.yaml") if p.is_file()), value)
+
+
+def _resolve_configs(args: list[str]) -> list[str]:
+    resolved = list(args)
+    for i, arg in enumerate(resolved):
+        if arg.startswith("--config="):
+            resolved[i] = "--config=" + _config_path(arg.partition("=")[2])
+        elif arg == "--config" and i + 1 < len(resolved):
+            resolved[i + 1] = _config_path(resolved[i + 1])
+    return resolved
+
+
+COMMON_OPTIONS = [
+    ("--config FILE|NAME", "a YAML config or a shipped one by name (repeat to stack; later ones win)"),
+    ("--print_config", "print the resolved config and exit"),
+    ("--ckpt_path PATH|last", "fit: resume (last = the checkpoint folder's last.ckpt); else: the weights"),
+    ("--trainer.max_steps N", "training length in optimiser steps"),
+    ("--trainer.default_root_dir DIR", "logs; checkpoints in DIR/checkpoints unless --checkpoint.dirpath"),
+    ("--trainer.accelerator / .devices / .precision", "e.g. gpu / 2 / bf16-mixed"),
+    ("--trainer.logger false", "no logger; stack --config logger/wandb for W&B (offline)"),
+    ("--model.help CLASS", "every option of a model, e.g. --model.help BVDM"),
+    ("--data.help CLASS", "every option of a data module, e.g. --data.help BVDMDataModule"),
+]
+
+
+def _print_lightning_help(command: str) -> None:
+    """A one-screen help for fit/validate/test/predict; ``--help-all`` shows LightningCLI's full list."""
+    print(f"usage: cellgen {command} --config FILE [--config FILE ...] [--SECTION.OPTION VALUE ...]\n")
+    print(f"{LIGHTNING_COMMANDS[command]}. Configs stack left to right; any option may follow them.\n")
+    folder = configs_dir()
+    if folder is not None:
+        names = sorted(p.relative_to(folder).with_suffix("").as_posix() for p in folder.rglob("*.yaml"))
+        print(f"shipped configs ({folder}):")
+        print(textwrap.fill("  ".join(names), width=100, initial_indent="  ", subsequent_indent="  ") + "\n")
+    print("common options:")
+    for option, text in COMMON_OPTIONS:
+        print(f"  {option:<46}{text}")
+    print(f"\nevery option (about 700 lines): cellgen {command} --help-all")
 
 
 def _print_help() -> None:
@@ -190,6 +245,7 @@ def run_lightning(args: list[str]) -> None:
     from lightning.pytorch.cli import LightningCLI
 
     from cellgen.callbacks.resume import ResumeOverrides
+    from cellgen.callbacks.run_files import RunConfigSaver
     from cellgen.data.base import CellgenDataModule
     from cellgen.models.base import CellgenModule
 
@@ -212,9 +268,15 @@ def run_lightning(args: list[str]) -> None:
                 self.model_overrides = {k: init_args[k] for k in model_options_given(list(args)) if k in init_args}
 
         def before_instantiate_classes(self) -> None:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            # Unset, the folder would follow the logger (W&B: <save_dir>/<project>/<run id>/checkpoints), so
+            # `--ckpt_path last` would find nothing once a logger config is stacked: pin it to the run's root.
+            if config.checkpoint.dirpath is None:
+                root = config.trainer.default_root_dir or "runs"
+                config.checkpoint.dirpath = str(Path(root) / "checkpoints")
             # LightningCLI has just merged the checkpoint's hyperparameters over the config; options given on the
             # command line (a lowered --model.lr for a resumed run) win over the checkpoint's values.
-            init_args = _get(self.config[self.subcommand], "model.init_args")
+            init_args = _get(config, "model.init_args")
             for key, value in getattr(self, "model_overrides", {}).items():
                 if init_args is not None and init_args.get(key) != value:
                     print(f"cellgen: --model.{key} {value} (command line) replaces {init_args.get(key)} (checkpoint)")
@@ -226,20 +288,28 @@ def run_lightning(args: list[str]) -> None:
             return trainer
 
     _import_models()
-    with warnings.catch_warnings(), _foreign_weights_are_input_errors(args):
-        # main() always passes the arguments explicitly (also when they came from sys.argv).
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        CellgenCLI(
-            CellgenModule,
-            CellgenDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            seed_everything_default=0,
-            save_config_kwargs={"overwrite": True},
-            # No logger default: Lightning then writes CSV logs and checkpoints under trainer.default_root_dir.
-            trainer_defaults={"default_root_dir": "runs"},
-            args=args,
-        )
+    try:
+        with warnings.catch_warnings(), _foreign_weights_are_input_errors(args):
+            # `args` is always given (configs are resolved first); Lightning warns whenever sys.argv is not empty.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            CellgenCLI(
+                CellgenModule,
+                CellgenDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                seed_everything_default=0,
+                save_config_callback=RunConfigSaver,  # the run's own folder, also under W&B; full config logged
+                save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
+                # No logger default: Lightning then writes CSV logs and checkpoints under trainer.default_root_dir.
+                trainer_defaults={"default_root_dir": "runs"},
+                parser_kwargs={"prog": "cellgen"},
+                args=args,
+            )
+    finally:
+        # One command, one W&B run: a second in-process command (tests, notebooks) must not log into this one.
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            wandb.finish()
 
 
 # --------------------------------------------------------------------------------------------- extra commands
@@ -381,6 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         _print_help()
         return 0
+    args = _resolve_configs(args)
+    if args[0] in LIGHTNING_COMMANDS and ("--help" in args or "-h" in args):
+        _print_lightning_help(args[0])
+        return 0
+    args = ["--help" if arg == "--help-all" else arg for arg in args]
     try:
         check_config_files(args)
         if args[0] in EXTRA_COMMANDS:

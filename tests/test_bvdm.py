@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from cellgen.cli import main
-from cellgen.data.ctc import CTCSequence, validate_sequence
+from cellgen.data.ctc import CTCSequence, read_pixel_size, validate_sequence
+from cellgen.data.synthetic import DEMO_PIXEL_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny" / "bvdm.yaml")
@@ -22,6 +23,7 @@ def test_checkpoint_holds_everything(tiny_bvdm: Path) -> None:
     assert state["bvdm_shape_model"]["n_angles"] > 0
     keys = state["state_dict"].keys()
     assert any(k.startswith("mask_ddpm.ema_net") for k in keys) and any(k.startswith("voxelmorph.") for k in keys)
+    assert state["bvdm_pixel_size"] == DEMO_PIXEL_SIZE.to_dict()  # read from the training frames
 
 
 def test_predict_writes_valid_ctc(tiny_bvdm: Path, tmp_path: Path) -> None:
@@ -33,6 +35,8 @@ def test_predict_writes_valid_ctc(tiny_bvdm: Path, tmp_path: Path) -> None:
     assert (out / "01_preview.gif").is_file()
     seq = CTCSequence(out / "01")
     assert len(seq) == 6 and seq.shape == (128, 128)
+    for path in (seq.frame_paths[0], seq.tra_paths[5], seq.seg_paths[3]):  # the training data's pixel size
+        assert read_pixel_size(path) == DEMO_PIXEL_SIZE  # 0.5 micron = 2 px per micron, exact in a rational tag
 
 
 def test_synthesize_divisions_and_per_sequence_seeds(tiny_bvdm: Path, tmp_path: Path) -> None:
@@ -41,6 +45,7 @@ def test_synthesize_divisions_and_per_sequence_seeds(tiny_bvdm: Path, tmp_path: 
     for name in ("01", "02"):
         assert validate_sequence(tmp_path / "a" / name) == []
     assert len(CTCSequence(tmp_path / "a" / "01").divisions()) >= 1
+    assert read_pixel_size(tmp_path / "a" / "02").x == pytest.approx(DEMO_PIXEL_SIZE.x)
     # Sequence 02 made alone (first_index 1) is the very same sequence as when made after 01.
     assert main([*common, "--out", str(tmp_path / "b"), "--first-index", "1", "--divisions", "1"]) == 0
     a, b = CTCSequence(tmp_path / "a" / "02"), CTCSequence(tmp_path / "b" / "02")
@@ -100,4 +105,5 @@ def test_subset_keeps_a_valid_window(demo_dataset: Path, tmp_path: Path) -> None
     subset = CTCSequence(tmp_path / "01")
     assert len(subset) == 5 and validate_sequence(tmp_path / "01") == []
     np.testing.assert_array_equal(subset.image(4), CTCSequence(source).image(4))
+    assert read_pixel_size(subset.path) == DEMO_PIXEL_SIZE  # the source's pixel size is kept
     assert all(track.end <= 4 for track in subset.tracks.values())

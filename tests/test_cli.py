@@ -41,7 +41,20 @@ def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> No
         assert command in out
 
 
-@pytest.mark.parametrize("command", [["fit", "--help"], ["prepare-data", "--help"], ["prepare-data", "demo", "--help"]])
+def test_fit_help_is_one_screen_and_help_all_is_complete(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", "--help"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) < 40 and not captured.err  # no leading Lightning warning
+    assert "tiny/bvdm" in captured.out and "--ckpt_path" in captured.out
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--help-all"])
+    assert info.value.code == 0
+    captured = capsys.readouterr()
+    assert "--trainer.gradient_clip_val" in captured.out and captured.out.startswith("usage: cellgen")
+    assert "LightningCLI's args" not in captured.err
+
+
+@pytest.mark.parametrize("command", [["prepare-data", "--help"], ["prepare-data", "demo", "--help"]])
 def test_subcommand_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(command)

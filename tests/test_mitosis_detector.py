@@ -111,6 +111,26 @@ def test_training_windows_hold_events_and_augment_identically() -> None:
     assert len(layouts) >= 3
 
 
+def test_intensity_augmentation_changes_frames_only_reproducibly() -> None:
+    points = np.array([[6.0, 16.0, 16.0]])
+    labels = label_volume(points, (10, 32, 32))
+    frames = np.clip(0.2 + 0.6 * labels, 0, 1).astype(np.float32)
+    common = dict(points=[points], window=4, crop_size=16, samples=30, event_fraction=1.0, seed=3)
+    plain = MitosisWindowDataset([frames], [labels], **common)
+    augmented = MitosisWindowDataset([frames], [labels], **common, intensity_augment=True)
+    changed = 0
+    for index in range(30):
+        (x0, y0), (x1, y1) = plain[index], augmented[index]
+        np.testing.assert_array_equal(y0.numpy(), y1.numpy())  # labels untouched, same window and layout
+        np.testing.assert_array_equal(x1.numpy(), augmented[index][0].numpy())  # each index is one window
+        assert x1.dtype == torch.float32 and float(x1.min()) >= 0.0 and float(x1.max()) <= 1.0
+        changed += not torch.equal(x0, x1)
+        # one acquisition per window: the cell/background contrast is the same in every frame (noise aside)
+        contrast = [float(x1[0, f][y1[0, f] > 0].mean() - x1[0, f][y1[0, f] == 0].mean()) for f in range(4)]
+        assert max(contrast) - min(contrast) < 0.05
+    assert 10 <= changed < 30  # each transform has p < 1
+
+
 def test_bidirectional_net_shapes_and_loss_falls(one_thread) -> None:
     torch.manual_seed(0)
     net = BidirectionalMitosisNet(hidden=4, dropout=0.0)

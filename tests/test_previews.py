@@ -6,6 +6,7 @@ from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
+import pytest
 from skimage.segmentation import find_boundaries
 
 from cellgen.callbacks.previews import outline_overlay, side_by_side, to_uint8, write_gif
@@ -52,3 +53,13 @@ def test_comparison_still_puts_real_left_and_synthetic_right(demo_dataset: Path,
     assert (still[:, 64:70] == 255).all()  # the white gap between the two columns
     path = write_png(tmp_path / "still.png", still)
     assert np.array_equal(imageio.imread(path), still)
+
+
+@pytest.mark.parametrize(("fps", "delay_ms"), [(5.0, 200), (10.0, 100), (2.0, 500), (60.0, 20)])
+def test_gif_plays_at_the_intended_frame_rate(tmp_path: Path, fps: float, delay_ms: int) -> None:
+    from PIL import Image, ImageSequence
+
+    frames = np.stack([np.full((8, 8), 40 * t, np.uint8) for t in range(3)])
+    with Image.open(write_gif(tmp_path / "p.gif", frames, fps=fps)) as gif:
+        delays = [frame.info["duration"] for frame in ImageSequence.Iterator(gif)]
+    assert delays == [delay_ms] * 3

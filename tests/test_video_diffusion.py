@@ -13,6 +13,7 @@ import pytest
 import tifffile
 import torch
 
+from cellgen.callbacks.run_files import run_directory
 from cellgen.callbacks.video_writer import VideoSampleLogger, write_video_sample
 from cellgen.cli import main
 from cellgen.data.flow_patch_video import FlowPatchVideoDataModule, denormalise_flow, patch_video_flow
@@ -164,7 +165,7 @@ def test_sample_logger_saves_gifs_and_sends_them_to_wandb(tmp_path: Path, monkey
     )  # fmt: skip
     frames = [np.zeros((3, 8, 8), np.uint8), np.zeros((2, 8, 20, 3), np.uint8)]
     VideoSampleLogger()._log(trainer, frames)
-    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [
+    assert sorted(p.name for p in (run_directory(trainer) / "samples").iterdir()) == [
         "epoch0004_sample0.gif",
         "epoch0004_sample1.gif",
     ]

@@ -10,7 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from cellgen.callbacks.previews import write_gif
-from cellgen.data.ctc import write_sequence
+from cellgen.data.ctc import PixelSize, write_sequence
 from cellgen.data.errors import CellgenInputError
 from cellgen.data.ownership import MARKER, check_replaceable, marker_text, remove_stale_staging
 
@@ -23,13 +23,15 @@ def write_synthetic_sequence(
     force: bool = False,
     command: str = "predict",
     settings: Mapping[str, Any] | None = None,
+    pixel_size: PixelSize | None = None,
 ) -> Path:
     """Write one :class:`~cellgen.synth.pipeline.SynthesizedSequence` as ``out_dir/NN`` (NN = index + 1).
 
     The sequence is validated before it is renamed into place (atomic), so a half-written or invalid
     sequence never appears; the preview sits beside it as ``NN_preview.gif``. ``NN`` carries a marker
     (:mod:`cellgen.data.ownership`) with ``settings``; ``overwrite`` replaces only sequences carrying one,
-    ``force`` any (never through a symbolic link).
+    ``force`` any (never through a symbolic link). ``pixel_size`` (the training data's, kept in the BVDM
+    checkpoint) goes into every frame and mask, so real and synthetic data overlay.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -45,6 +47,7 @@ def write_synthetic_sequence(
         sequence.tracks,
         overwrite=overwrite or force,
         marker=(MARKER, marker_text(command, settings)),
+        pixel_size=pixel_size,
     )
     write_gif(preview_path(out_dir, index), sequence.images, sequence.masks)
     return path
@@ -82,5 +85,8 @@ class CTCSequenceWriter(BasePredictionWriter):
     ) -> None:
         # The batch holds global sequence indices; the distributed sampler gives each to one rank only.
         for index, sequence in zip(batch.tolist(), prediction, strict=True):
-            path = write_synthetic_sequence(self.output_dir, index, sequence, self.overwrite, self.force)
+            pixel_size = getattr(pl_module, "pixel_size", None)
+            path = write_synthetic_sequence(
+                self.output_dir, index, sequence, self.overwrite, self.force, pixel_size=pixel_size
+            )
             print(f"synthetic sequence written: {path} ({len(sequence.tracks)} tracks)")

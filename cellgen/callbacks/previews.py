@@ -27,6 +27,14 @@ def outline_overlay(frames: np.ndarray, masks: np.ndarray, colour: tuple[int, in
     return rgb
 
 
+def gif_frame_delay_ms(fps: float) -> int:
+    """Frame delay of a ``fps`` preview in milliseconds, rounded to the GIF's 10 ms steps (at least 20 ms,
+    below which browsers play at 100 ms)."""
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return max(20, int(round(100.0 / fps)) * 10)
+
+
 def write_gif(path: str | Path, frames: np.ndarray, masks: np.ndarray | None = None, fps: float = 5.0) -> Path:
     """Write a looping GIF atomically; ``frames`` (T, H, W) any dtype or (T, H, W, 3) uint8.
 
@@ -37,7 +45,8 @@ def write_gif(path: str | Path, frames: np.ndarray, masks: np.ndarray | None = N
     if masks is not None and video.ndim == 3:
         video = outline_overlay(video, masks)
     with atomic_file(path) as tmp:
-        imageio.mimsave(tmp, list(video), format="GIF", duration=1.0 / fps, loop=0)
+        # imageio (pillow plugin) takes the frame delay in milliseconds; GIF stores it in 10 ms units.
+        imageio.mimsave(tmp, list(video), format="GIF", duration=gif_frame_delay_ms(fps), loop=0)
     return path
 
 

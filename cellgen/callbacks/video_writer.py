@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
 from cellgen.callbacks.previews import side_by_side, to_uint8, write_gif
+from cellgen.callbacks.run_files import log_gifs, run_directory
 from cellgen.data.atomic import atomic_file
 from cellgen.data.flow_patch_video import denormalise_flow
 from cellgen.flow import flow_to_color
@@ -106,8 +107,9 @@ class VideoPredictionWriter(BasePredictionWriter):
 class VideoSampleLogger(Callback):
     """Every ``every_n_epochs`` epochs, generate a few videos with a cheap DDIM run and log them.
 
-    The previews are saved as GIFs under ``<log_dir>/samples/`` and, with a ``WandbLogger``, also logged to W&B
-    (wandb is imported only then). Only global rank 0 samples; the seeds are fixed, so epochs are comparable.
+    The previews are saved as GIFs under ``<run folder>/samples/`` (see :func:`run_directory`) and, with a
+    ``WandbLogger``, also logged to W&B (wandb is imported only then). Only global rank 0 samples; the seeds are
+    fixed, so epochs are comparable.
 
     Args:
         every_n_epochs: sampling period in epochs.
@@ -145,16 +147,9 @@ class VideoSampleLogger(Callback):
         self._log(trainer, frames)
 
     def _log(self, trainer: L.Trainer, frames: list[np.ndarray]) -> None:
-        from lightning.pytorch.loggers import WandbLogger
-
-        folder = Path(trainer.log_dir or trainer.default_root_dir) / "samples"
+        folder = run_directory(trainer) / "samples"
         gifs = [
             write_gif(folder / f"epoch{trainer.current_epoch:04d}_sample{i}.gif", clip, fps=self.fps)
             for i, clip in enumerate(frames)
         ]
-        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-        if wandb_loggers:
-            import wandb  # only with a W&B logger; from files, so moviepy is not needed
-
-            videos = [wandb.Video(str(path), format="gif") for path in gifs]
-            wandb_loggers[0].experiment.log({"samples": videos, "trainer/global_step": trainer.global_step})
+        log_gifs(trainer, "samples", gifs)

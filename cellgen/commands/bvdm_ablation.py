@@ -147,7 +147,10 @@ def bvdm_ablation(
         for i in range(num_sequences):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=target == "cuda"):
                 sequence = model.synthesize(i, progress=True, **overrides)
-            paths.append(str(write_synthetic_sequence(synth_dir, i, sequence, overwrite=True)))
+            written = write_synthetic_sequence(
+                synth_dir, i, sequence, overwrite=True, command="bvdm-ablation", pixel_size=model.pixel_size
+            )
+            paths.append(str(written))
         synth_s = time.perf_counter() - start
         row = run_downstream(paths, test, str(out_dir / cell / "downstream"), budget, seed, cell)
         result = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cellgen.data.ctc import CTCSequence, checked_sequence, validate_sequence
+from cellgen.data.ctc import CTCSequence, checked_sequence, read_pixel_size, validate_sequence
 from cellgen.data.errors import CellgenInputError
 
 
@@ -111,6 +111,7 @@ def prepare_subset(sequence: str, out: str, frames: int = 5, start: int = 0, ove
         tracks,
         seg_masks=seg,
         overwrite=overwrite,
+        pixel_size=read_pixel_size(seq.path),
     )
     print(f"{path}  ({frames} frames from {seq.path}, {len(tracks)} tracks, {len(seg)} SEG frames)")
     return 0

@@ -131,7 +131,9 @@ def synthesize(
                         f"{cells} cells; nothing written for it",
                         "raise --frames or --cells, or ask for fewer --divisions",
                     )
-                path = write_synthetic_sequence(out_dir, i, sequence, True, force, "synthesize", settings)
+                path = write_synthetic_sequence(
+                    out_dir, i, sequence, True, force, "synthesize", settings, pixel_size=model.pixel_size
+                )
                 written.append({"path": str(path), "tracks": len(sequence.tracks), "divisions": len(parents)})
                 tqdm.write(f"{path}: {len(sequence.tracks)} tracks, preview {preview_path(out_dir, i)}")
     skipped = num_sequences - len(todo)

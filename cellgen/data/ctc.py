@@ -113,9 +113,119 @@ def tiff_shape(path: str | Path) -> tuple[int, ...]:
         raise CellgenInputError(path, f"cannot read TIFF header ({type(exc).__name__})", "re-export the file") from exc
 
 
-def write_tiff(path: str | Path, array: np.ndarray) -> None:
-    """Write a 2-D frame zlib-compressed (what the CTC tools and Fiji read everywhere)."""
-    tifffile.imwrite(path, np.ascontiguousarray(array), compression="zlib")
+def write_tiff(path: str | Path, array: np.ndarray, pixel_size: PixelSize | None = None) -> None:
+    """Write a 2-D frame zlib-compressed (what the CTC tools and Fiji read everywhere).
+
+    With ``pixel_size`` the frame carries it the way Fiji writes it: resolution tags in pixels per unit and
+    ``unit=micron`` in the ImageJ description, so Fiji, napari and tifffile measure in microns.
+    """
+    array = np.ascontiguousarray(array)
+    if pixel_size is None:
+        tifffile.imwrite(path, array, compression="zlib")
+    elif array.dtype in _IMAGEJ_DTYPES:
+        tifffile.imwrite(
+            path,
+            array,
+            compression="zlib",
+            imagej=True,
+            resolution=(1.0 / pixel_size.x, 1.0 / pixel_size.y),
+            metadata={"unit": pixel_size.unit},
+        )
+    else:  # ImageJ hyperstacks hold only 8/16-bit integers and float32: plain tags in pixels per centimetre
+        scale = _UNIT_PER_CM[pixel_size.unit]
+        resolution = (scale / pixel_size.x, scale / pixel_size.y)
+        tifffile.imwrite(path, array, compression="zlib", resolution=resolution, resolutionunit="CENTIMETER")
+
+
+# --------------------------------------------------------------------------------------------- metadata
+
+
+@dataclass(frozen=True)
+class PixelSize:
+    """Physical size of one pixel: ``y`` and ``x`` in ``unit`` (CTC data: GOWT1 0.24, SIM+ 0.124, PSC 1.6 micron)."""
+
+    y: float
+    x: float
+    unit: str = "micron"
+
+    def to_dict(self) -> dict[str, float | str]:
+        """Plain values for a checkpoint or a JSON file."""
+        return {"y": self.y, "x": self.x, "unit": self.unit}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, float | str] | None) -> PixelSize | None:
+        return None if not values else cls(float(values["y"]), float(values["x"]), str(values["unit"]))
+
+
+_IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+# Units a TIFF ResolutionUnit or an ImageJ description may name, as units per centimetre.
+_UNIT_PER_CM = {"micron": 1e4, "um": 1e4, "\u00b5m": 1e4, "\u03bcm": 1e4, "nm": 1e7, "mm": 10.0, "cm": 1.0}
+_UNIT_PER_CM["inch"] = 1 / 2.54
+
+
+def read_pixel_size(path: str | Path) -> PixelSize | None:
+    """Pixel size of a TIFF frame in microns, or None when the file does not say (resolution 1 without a unit).
+
+    Reads both conventions in use: TIFF tags in pixels per centimetre or inch (the CTC datasets), and pixels
+    per ImageJ ``unit`` (Fiji and :func:`write_tiff`). A ``.../NN`` folder reads its first frame.
+    """
+    path = Path(path)
+    if path.is_dir():
+        frames = _index_files(path, _FRAME_RE)
+        if not frames:
+            raise CellgenInputError(path, "no frames named tTTT.tif to read a pixel size from")
+        path = next(iter(frames.values()))
+    try:
+        with tifffile.TiffFile(path) as tif:
+            tags = tif.pages[0].tags
+            unit = str((tif.imagej_metadata or {}).get("unit", "")).strip()
+            if "XResolution" not in tags:
+                return None
+            per_x, per_y = (_ratio(tags[name].value) for name in ("XResolution", "YResolution"))
+            resolution_unit = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+    except Exception as exc:
+        raise CellgenInputError(path, f"cannot read TIFF header ({type(exc).__name__})", "re-export the file") from exc
+    if not per_x or not per_y:
+        return None
+    if unit.lower() not in _UNIT_PER_CM:  # not an ImageJ file: the TIFF unit (1 none, 2 inch, 3 cm)
+        unit = {2: "inch", 3: "cm"}.get(resolution_unit, "")
+        if not unit:
+            return None  # a resolution without a unit says nothing about scale
+    microns_per_unit = 1e4 / _UNIT_PER_CM[unit.lower()]
+    return PixelSize(y=microns_per_unit / per_y, x=microns_per_unit / per_x, unit="micron")
+
+
+def _ratio(value: tuple[int, int] | float) -> float:
+    if isinstance(value, tuple):
+        return value[0] / value[1] if value[1] else 0.0
+    return float(value)
+
+
+def frame_digits(count: int) -> int:
+    """Index width of a sequence of ``count`` frames: 3 up to 1,000 frames, 4 up to 10,000, else 6 (CTC names)."""
+    return 3 if count <= 1000 else 4 if count <= 10_000 else 6
+
+
+def name_width_problems(seq: CTCSequence) -> list[str]:
+    """One line per folder whose file names mix index widths (``t999.tif`` then ``t1000.tif``).
+
+    Tools that sort names as text misplace every frame after the width changes, so a valid sequence uses one
+    width, wide enough for its last index.
+    """
+    problems = []
+    folders = {seq.path: seq.frame_paths, seq.gt_dir / "TRA": seq.tra_paths, seq.gt_dir / "SEG": seq.seg_paths}
+    for folder, paths in folders.items():
+        widths: dict[int, list[str]] = {}
+        for path in paths.values():
+            digits = re.search(r"(\d+)\.tiff?$", path.name)
+            if digits:
+                widths.setdefault(len(digits.group(1)), []).append(path.name)
+        if len(widths) > 1:
+            examples = ", ".join(
+                f"{len(names)} of width {w} (e.g. {min(names)})" for w, names in sorted(widths.items())
+            )
+            problems.append(f"{folder}: file names mix index widths: {examples}; rename them to one width")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------- tracks
@@ -383,6 +493,7 @@ def validate_sequence(
                 read_tiff(frame_path)
         except CellgenInputError as exc:
             problems.append(str(exc))
+    problems += name_width_problems(seq)
     if not seq.gt_dir.is_dir():
         if require_annotations:
             problems.append(f"{seq.gt_dir}: annotation folder not found (expected {seq.name}_GT beside {seq.name})")
@@ -525,10 +636,11 @@ def write_sequence(
     tra_masks: Iterable[np.ndarray],
     tracks: Mapping[int, Track],
     seg_masks: Mapping[int, np.ndarray] | None = None,
-    digits: int = 3,
+    digits: int | None = None,
     overwrite: bool = False,
     validate: bool = True,
     marker: tuple[str, str] | None = None,
+    pixel_size: PixelSize | None = None,
 ) -> Path:
     """Write one annotated sequence atomically and return its ``NN`` folder.
 
@@ -542,12 +654,14 @@ def write_sequence(
         tra_masks: instance masks (H, W) whose ids are track ids, one per frame.
         tracks: the lineage table.
         seg_masks: optional ``{t: mask}`` written to ``NN_GT/SEG``; defaults to the TRA masks.
-        digits: frame index width (3, 4 or 6).
+        digits: frame index width (3, 4 or 6); None: :func:`frame_digits` of the frame count, so that name
+            order is frame order (t0999 before t1000).
         overwrite: replace an existing sequence of that name.
         validate: run :func:`validate_sequence` before renaming; raise on any problem.
         marker: optional ``(file name, text)`` written inside ``NN`` before the rename (who wrote it).
+        pixel_size: physical pixel size stored in every frame and mask (see :func:`write_tiff`).
     """
-    if digits not in (3, 4, 6):
+    if digits not in (None, 3, 4, 6):
         raise ValueError(f"digits must be 3, 4 or 6, got {digits}")
     dataset_dir = Path(dataset_dir)
     dataset_dir.mkdir(parents=True, exist_ok=True)
@@ -561,17 +675,23 @@ def write_sequence(
         raw, tra, seg = staging / name, staging / f"{name}_GT" / "TRA", staging / f"{name}_GT" / "SEG"
         for folder in (raw, tra, seg):
             folder.mkdir(parents=True)
+        # Frames stream in (the count may be unknown): stage with the widest names, rename once counted.
+        width = digits or 6
         count = 0
         for t, (image, mask) in enumerate(zip(images, tra_masks, strict=True)):
-            write_tiff(raw / f"t{t:0{digits}d}.tif", image)
-            write_tiff(tra / f"man_track{t:0{digits}d}.tif", mask.astype(np.uint16))
+            write_tiff(raw / f"t{t:0{width}d}.tif", image, pixel_size)
+            write_tiff(tra / f"man_track{t:0{width}d}.tif", mask.astype(np.uint16), pixel_size)
             if seg_masks is None:
-                write_tiff(seg / f"man_seg{t:0{digits}d}.tif", mask.astype(np.uint16))
+                write_tiff(seg / f"man_seg{t:0{width}d}.tif", mask.astype(np.uint16), pixel_size)
             count += 1
         if count == 0:
             raise CellgenInputError(dataset_dir / name, "refusing to write an empty sequence (no frames)")
+        if digits is None:
+            digits = frame_digits(count)
+            for folder in (raw, tra, seg):
+                _rename_width(folder, width, digits)
         for t, mask in (seg_masks or {}).items():
-            write_tiff(seg / f"man_seg{t:0{digits}d}.tif", mask.astype(np.uint16))
+            write_tiff(seg / f"man_seg{t:0{digits}d}.tif", mask.astype(np.uint16), pixel_size)
         write_tracks(tra / "man_track.txt", tracks)
         if marker is not None:
             (raw / marker[0]).write_text(marker[1])
@@ -589,8 +709,20 @@ def write_sequence(
     return targets[0]
 
 
+def _rename_width(folder: Path, old: int, new: int) -> None:
+    """Rename ``prefixNNNNNN.tif`` files from ``old`` to ``new`` index digits (inside a staging folder)."""
+    if old == new:
+        return
+    pattern = re.compile(rf"^(\D+)(\d{{{old}}})\.tif$")
+    for entry in folder.iterdir():
+        match = pattern.match(entry.name)
+        if match:
+            entry.rename(folder / f"{match.group(1)}{int(match.group(2)):0{new}d}.tif")
+
+
 def copy_sequence(source: str | Path, dataset_dir: str | Path, name: str | None = None, **kwargs) -> Path:
-    """Re-write a sequence (frames, TRA masks, SEG where present) through :func:`write_sequence`."""
+    """Re-write a sequence (frames, TRA masks, SEG where present, pixel size) through :func:`write_sequence`."""
+    kwargs.setdefault("pixel_size", read_pixel_size(source))
     seq = CTCSequence(source)
     indices = seq.frame_indices
     if list(seq.tra_paths) != indices:

@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import albumentations as A
 import numpy as np
 import torch
+from einops import rearrange
 from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset
 
@@ -103,6 +105,21 @@ def load_mitosis_sequence(
 # --------------------------------------------------------------------------------------------- training windows
 
 
+def intensity_augmentation() -> A.Compose:
+    """What changes between acquisitions and must not change a detection: brightness/contrast, gamma, sensor noise.
+
+    Applied to a whole window as one multi-channel image, so all k frames get the same brightness, contrast and
+    gamma (one acquisition) and independent noise. Frames are float32 in [0, 1] and stay there.
+    """
+    return A.Compose(
+        [
+            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
+            A.RandomGamma(gamma_limit=(80, 125), p=0.3),
+            A.GaussNoise(std_range=(0.005, 0.03), p=0.3),
+        ]
+    )
+
+
 class MitosisWindowDataset(Dataset):
     """Random training windows ``(frames, labels)``, each (1, k, c, c), from the first N frames of each sequence.
 
@@ -120,6 +137,7 @@ class MitosisWindowDataset(Dataset):
         event_fraction: share of windows that contain a mitosis.
         augment: dihedral augmentation.
         seed: base seed; each index names one reproducible window.
+        intensity_augment: also :func:`intensity_augmentation` (frames only; labels never change).
     """
 
     def __init__(
@@ -133,6 +151,7 @@ class MitosisWindowDataset(Dataset):
         event_fraction: float = 0.5,
         augment: bool = True,
         seed: int = 0,
+        intensity_augment: bool = False,
     ) -> None:
         check_crop(frames, crop_size)
         self.frames, self.labels, self.window = frames, labels, window
@@ -141,6 +160,7 @@ class MitosisWindowDataset(Dataset):
         self.event_fraction, self.augment, self.seed = event_fraction, augment, seed
         weights = np.array([len(f) - window + 1 for f in frames], np.float64)
         self.weights = weights / weights.sum()
+        self.intensity = intensity_augmentation() if intensity_augment else None
 
     def __len__(self) -> int:
         return self.samples
@@ -167,6 +187,10 @@ class MitosisWindowDataset(Dataset):
             target = target[:, y : y + self.crop_size, x : x + self.crop_size]
         if self.augment:
             clip, target = random_dihedral([clip, target], rng)
+        if self.intensity is not None:
+            self.intensity.set_random_seed(int(rng.integers(2**31)))  # reproducible per index, as the crop
+            image = self.intensity(image=np.ascontiguousarray(rearrange(clip, "k h w -> h w k")))["image"]
+            clip = rearrange(image, "h w k -> k h w")
         return torch.from_numpy(np.ascontiguousarray(clip))[None], torch.from_numpy(np.ascontiguousarray(target))[None]
 
 
@@ -191,6 +215,7 @@ class MitosisDataModule(CellgenDataModule):
         augment: flips and 90-degree rotations.
         num_workers: DataLoader workers.
         seed: sampling seed.
+        intensity_augment: brightness/contrast, gamma and noise (albumentations; our addition, off by default).
     """
 
     def __init__(
@@ -209,6 +234,7 @@ class MitosisDataModule(CellgenDataModule):
         augment: bool = True,
         num_workers: int = 0,
         seed: int = 0,
+        intensity_augment: bool = False,
     ) -> None:
         super().__init__(sequences, demo_flavour)
         self.save_hyperparameters()
@@ -266,6 +292,7 @@ class MitosisDataModule(CellgenDataModule):
             self.hparams.event_fraction,
             self.hparams.augment,
             self.hparams.seed,
+            self.hparams.intensity_augment,
         )
 
     def train_dataloader(self) -> DataLoader:

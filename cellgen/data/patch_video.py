@@ -17,6 +17,7 @@ from pathlib import Path
 import albumentations as A
 import numpy as np
 import torch
+from einops import rearrange
 from torch.utils.data import DataLoader, Dataset
 
 from cellgen.data.atomic import atomic_file
@@ -143,12 +144,12 @@ class PatchVideoDataset(Dataset):
         video = self.videos[index]  # (C, T, H, W)
         if self.transform is None:
             return torch.from_numpy(np.ascontiguousarray(video))
-        channels, frames, height, width = video.shape
+        channels = video.shape[0]
         # Every (channel, frame) plane becomes one image channel, so one transform call applies the
         # same flips to all of them; the replay record tells which flips happened (for the flow signs).
-        planes = video.reshape(channels * frames, height, width).transpose(1, 2, 0)
+        planes = rearrange(video, "c t h w -> h w (c t)")
         result = self.transform(image=np.ascontiguousarray(planes))
-        out = result["image"].transpose(2, 0, 1).reshape(channels, frames, height, width).copy()
+        out = rearrange(result["image"], "h w (c t) -> c t h w", c=channels).copy()
         if self.flow_channels is not None:
             applied = {t["__class_fullname__"].split(".")[-1] for t in result["replay"]["transforms"] if t["applied"]}
             u, v = self.flow_channels

@@ -22,11 +22,13 @@ import numpy as np
 from scipy import ndimage
 
 from cellgen.data.cache import cache_root
-from cellgen.data.ctc import Track, write_sequence
+from cellgen.data.ctc import PixelSize, Track, write_sequence
 from cellgen.data.ownership import MARKER, check_replaceable, marker_text, remove_stale_staging
 
 FLAVOURS = {"fluo": "Demo-Fluo", "phc": "Demo-PhC"}
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: frames carry DEMO_PIXEL_SIZE
+# Demo cells are 18-28 px across (radius 9-14), i.e. 9-14 microns: the scale of the CTC 2-D datasets.
+DEMO_PIXEL_SIZE = PixelSize(0.5, 0.5)
 
 
 @dataclass
@@ -276,7 +278,11 @@ def write_demo_dataset(
             remove_stale_staging(folder, name)
             images, masks, tracks = generate_sequence(frames, size, size, cells, flavour, seq_seed)
             marker = (MARKER, marker_text("prepare-data demo", {"seed": seq_seed, "frames": frames, "size": size}))
-            written.append(write_sequence(folder, name, images, masks, tracks, overwrite=overwrite, marker=marker))
+            written.append(
+                write_sequence(
+                    folder, name, images, masks, tracks, overwrite=overwrite, marker=marker, pixel_size=DEMO_PIXEL_SIZE
+                )
+            )
     return written
 
 

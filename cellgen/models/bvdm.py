@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from cellgen.data.ctc import PixelSize, read_pixel_size
 from cellgen.models.base import CellgenModule
 from cellgen.models.mask_ddpm import MaskDDPM
 from cellgen.models.voxelmorph_fpm import VoxelMorphFPM
@@ -87,6 +88,8 @@ class BVDM(CellgenModule):
         # Fitted on the training data in on_fit_start and stored in the checkpoint as plain lists/floats.
         self.shape_state: dict[str, Any] | None = None
         self.intensity_range: tuple[float, float] = (0.0, 1.0)
+        # Pixel size of the training frames (None: they carry none); synthetic frames are written with it.
+        self.pixel_size: PixelSize | None = None
 
     # ----------------------------------------------------------------------------------------- training
 
@@ -98,6 +101,7 @@ class BVDM(CellgenModule):
         datamodule = self.trainer.datamodule
         sequences = datamodule.resolve_sequences()
         self.shape_state = ShapeModel.fit(sequences).to_dict()
+        self.pixel_size = read_pixel_size(sequences[0].path)
         crops = datamodule.cells.load_crops()
         self.intensity_range = (
             float(min(c.intensity_range[0] for c in crops)),
@@ -134,10 +138,12 @@ class BVDM(CellgenModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["bvdm_shape_model"] = self.shape_state
         checkpoint["bvdm_intensity_range"] = list(self.intensity_range)
+        checkpoint["bvdm_pixel_size"] = self.pixel_size.to_dict() if self.pixel_size else None
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.shape_state = checkpoint.get("bvdm_shape_model")
         self.intensity_range = tuple(checkpoint.get("bvdm_intensity_range", (0.0, 1.0)))
+        self.pixel_size = PixelSize.from_dict(checkpoint.get("bvdm_pixel_size"))
 
     # ----------------------------------------------------------------------------------------- synthesis
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -37,14 +38,12 @@ def recompute_in_backward(enabled: bool, fn: Callable[..., torch.Tensor], *args:
 
 def frames_as_batch(x: torch.Tensor) -> torch.Tensor:
     """(B, C, T, H, W) -> (B*T, C, H, W): every frame as an image; a view for channels-last(-3d) videos."""
-    b, c, t, h, w = x.shape
-    return x.transpose(1, 2).reshape(b * t, c, h, w)
+    return rearrange(x, "b c t h w -> (b t) c h w")
 
 
 def batch_as_frames(frames: torch.Tensor, batch: int) -> torch.Tensor:
     """(B*T, C, H, W) -> (B, C, T, H, W); the inverse of :func:`frames_as_batch` (a view)."""
-    bt, c, h, w = frames.shape
-    return frames.reshape(batch, bt // batch, c, h, w).transpose(1, 2)
+    return rearrange(frames, "(b t) c h w -> b c t h w", b=batch)
 
 
 class FrameConv(nn.Conv2d):
@@ -126,7 +125,7 @@ class SpatialAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape
         qkv = self.qkv(self.norm(x.movedim(1, -1)))  # (B, T, H, W, 3C), no copy when x is channels-last
-        q, k, v = qkv.reshape(b * t, h * w, 3, self.heads, c // self.heads).unbind(2)  # each (B*T, H*W, heads, d)
+        q, k, v = rearrange(qkv, "b t h w (three heads d) -> three (b t) (h w) heads d", three=3, heads=self.heads)
         if self.kind == "full":
             out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
             out = out.transpose(1, 2)  # (B*T, H*W, heads, d)
@@ -134,7 +133,8 @@ class SpatialAttention(nn.Module):
             q = q.softmax(dim=-1) * (c // self.heads) ** -0.5
             context = torch.einsum("bnhd,bnhe->bhde", k.softmax(dim=1), v)  # (B*T, heads, d, d)
             out = torch.einsum("bnhd,bhde->bnhe", q, context)
-        return x + self.proj(out.reshape(b, t, h, w, c)).movedim(-1, 1)
+        out = rearrange(out, "(b t) (h w) heads d -> b t h w (heads d)", b=b, h=h)
+        return x + self.proj(out).movedim(-1, 1)
 
 
 class TemporalAttention(nn.Module):
@@ -161,14 +161,12 @@ class TemporalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape
-        heads, d = self.heads, c // self.heads
         qkv = self.qkv(self.norm(x.movedim(1, -1)))  # (B, T, H, W, 3C), no copy when x is channels-last
         # attention runs over T for each (sample, pixel): one copy brings T next to the head channels
-        qkv = qkv.reshape(b, t, h * w, 3, heads, d).permute(3, 0, 2, 4, 1, 5)
-        q, k, v = qkv.reshape(3, b * h * w, heads, t, d).unbind(0)
+        q, k, v = rearrange(qkv, "b t h w (three heads d) -> three (b h w) heads t d", three=3, heads=self.heads)
         bias = self.position_bias(t).to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B*H*W, heads, T, d)
-        out = out.reshape(b, h, w, heads, t, d).permute(0, 4, 1, 2, 3, 5).reshape(b, t, h, w, c)
+        out = rearrange(out, "(b h w) heads t d -> b t h w (heads d)", b=b, h=h)
         return x + self.proj(out).movedim(-1, 1)
 
 

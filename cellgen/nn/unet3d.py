@@ -9,7 +9,8 @@ spatial attention in the middle, efficient (linear) spatial attention at the fin
 Speed: every convolution is a 2-D convolution over a channels-last batch of frames (:class:`FrameConv`),
 normalisation is fused ``GroupNorm``, attention goes through ``scaled_dot_product_attention``, heads are
 ``channels / head_channels`` wide (the reference projects every level to 8 x 32 channels), and there are no
-rotary embeddings, einops rearranges or Python loops over frames or pixels.
+rotary embeddings or Python loops over frames or pixels. Axis moves are einops ``rearrange`` patterns, which
+name the axes and compile to the same views and permutes as hand-written reshapes.
 """
 
 from __future__ import annotations
