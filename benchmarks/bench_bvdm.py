@@ -76,8 +76,7 @@ def _cellgen(model, layout, seed: int, later_sampler: str, later_steps: int | No
     previous, count = {}, 0
     for cells in layout.cell_frames:
         brightness = torch.full((len(cells),), 0.588)
-        textures = texture_frame(models, cells, previous, brightness, seed, settings)
-        previous = {c.track_id: textures[i] for i, c in enumerate(cells)}
+        textures, previous = texture_frame(models, cells, previous, brightness, seed, settings)
         count += len(cells)
     return count
 

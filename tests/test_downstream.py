@@ -231,6 +231,11 @@ def test_evaluate_downstream_end_to_end(small_demo: Path, tmp_path: Path, capsys
     assert read_tracks(res / "res_track.txt")
     report = json.loads((tmp_path / "report.json").read_text())
     assert len(report["rows"]) == 3 and "| synthetic / real |" in (tmp_path / "report.md").read_text()
+    # A rerun with the same data, budget and seed reuses the finished rows; the added row is trained.
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("reusing") == 2
+    assert [row["name"] for row in json.loads(out.strip().splitlines()[-1])["rows"]][-1] == "real + synthetic"
 
 
 def test_evaluate_ctc_of_the_ground_truth_is_perfect(

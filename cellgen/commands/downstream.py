@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from cellgen.data.atomic import atomic_file
+from cellgen.data.cache import folder_fingerprint
 from cellgen.data.ctc import CTCSequence
 from cellgen.data.errors import CellgenInputError
 
@@ -215,6 +217,11 @@ def run_downstream(
         raise CellgenInputError(test_seq.track_file, "the test sequence needs ground truth to be scored")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = _row_inputs(train, test_seq, budget, seed)
+    previous = _finished_row(out_dir / "row.json", inputs)
+    if previous is not None:
+        print(f"{name}: reusing {out_dir / 'row.json'} (same data, budget and seed)", flush=True)
+        return {**previous, "name": name}
     threads = torch.get_num_threads()
     if budget.threads > 0:
         torch.set_num_threads(budget.threads)
@@ -241,6 +248,28 @@ def run_downstream(
         "wall_s": round(done - start, 1),
         "seed": seed,
         "budget": asdict(budget),
+        "inputs": inputs,
     }
-    (out_dir / "row.json").write_text(json.dumps(row, indent=2) + "\n")
+    with atomic_file(out_dir / "row.json") as tmp:
+        Path(tmp).write_text(json.dumps(row, indent=2) + "\n")
     return row
+
+
+def _row_inputs(train: list[str], test: CTCSequence, budget: DownstreamBudget, seed: int) -> dict:
+    """What a row's result depends on: data (by content fingerprint), budget and seed."""
+    folders = [Path(p) for p in train] + [Path(p).parent / f"{Path(p).name}_GT" for p in train]
+    folders += [test.path, test.gt_dir]
+    return {
+        "data": folder_fingerprint(*folders),
+        "budget": json.loads(json.dumps(asdict(budget))),
+        "seed": seed,
+    }
+
+
+def _finished_row(path: Path, inputs: dict) -> dict | None:
+    """The row saved at ``path`` when it was computed from the same ``inputs`` (a rerun skips it), else None."""
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return row if row.get("inputs") == inputs else None

@@ -13,9 +13,10 @@ For every frame, all cells go through the networks together (one batch per netwo
 * a cell's first frame: its mask painted with a statistical texture at that brightness (fitted radial profile
   and texture grain) is noised to t0 = 200 and denoised (SDEdit); the paper paints a constant 0.588, kept as
   ``cell_brightness="constant"``;
-* later frames: the flow model maps the previous mask onto the current one; the previous texture, extended past
-  its mask so the warp never samples the empty background (streaks), is warped along that flow, noised to
-  t0 = 10 and denoised with ancestral steps (as in the paper);
+* later frames: the flow model maps the previous mask onto the current one; the flows are composed, and the
+  track's first texture, extended past its mask so the warp never samples the empty background (streaks), is
+  warped once along the composed flow (one resampling, however old the track: no smear), noised to t0 = 10 and
+  denoised with ancestral steps (as in the paper);
 * the denoised texture is rescaled to the track's brightness of that frame, so the DDPM's prior cannot pull
   every cell towards one typical brightness;
 * the scene is the fitted slow background with cells pasted in, plus Poisson-Gaussian pixel noise.
@@ -239,27 +240,50 @@ def extend_texture(textures: torch.Tensor, masks: torch.Tensor, sigma: float = 4
     return torch.where(masks > 0.5, textures, fill)
 
 
+@dataclass
+class CarriedTexture:
+    """A track's texture carried through time: the texture of its first frame and the flow to the current one.
+
+    Warping the previous frame's texture again and again resamples it once per frame, and every bilinear
+    resampling blurs: after a few dozen frames the texture is smeared. Composing the flows instead and warping
+    the first texture once per frame keeps its detail however long the track lives.
+
+    Attributes:
+        anchor: (1, S, S) texture of the track's first frame, extended past its mask.
+        flow: (2, S, S) displacement from the current mask's pixels into the anchor (zero at the first frame).
+    """
+
+    anchor: torch.Tensor
+    flow: torch.Tensor
+
+
 @torch.no_grad()
 def texture_frame(
     models: SynthesisModels,
     cells: list[CellFrame],
-    previous: dict[int, torch.Tensor],
+    carried: dict[int, CarriedTexture],
     brightness: torch.Tensor,
     seed: int,
     settings: SynthesisSettings,
-) -> torch.Tensor:
-    """Textures (B, 1, S, S) in [0, 1] of all cells of one frame, extended past each cell's mask.
+) -> tuple[torch.Tensor, dict[int, CarriedTexture]]:
+    """Textures (B, 1, S, S) in [0, 1] of all cells of one frame (extended past each mask) and what to carry.
 
     Args:
-        previous: each track's texture of the previous frame (extended), to carry along the flow.
+        carried: each track's carried texture up to the previous frame.
         brightness: (B,) each cell's target mean on the crop scale.
+
+    Returns:
+        The textures and ``{track: CarriedTexture}`` for the next frame.
     """
     device = models.device
     masks = _stack([c.local_mask for c in cells], device)
     out = torch.empty_like(masks)
+    size = masks.shape[-1]
+    flows = torch.zeros(len(cells), 2, size, size, device=device)
+    anchors = torch.empty_like(masks)
     carry = models.flow is not None
-    fresh = [i for i, c in enumerate(cells) if not carry or c.prev_mask is None or c.track_id not in previous]
-    carried = [i for i in range(len(cells)) if i not in set(fresh)]
+    fresh = [i for i, c in enumerate(cells) if not carry or c.prev_mask is None or c.track_id not in carried]
+    later = [i for i in range(len(cells)) if i not in set(fresh)]
     use_ddpm = settings.texture == "ddpm"
     if use_ddpm and models.denoiser is None:
         raise ValueError("texture='ddpm' needs a texture denoiser; use texture='statistical' without one")
@@ -282,15 +306,21 @@ def texture_frame(
             if use_ddpm
             else start
         )
-    if carried:
-        prev_masks = _stack([cells[i].prev_mask for i in carried], device)
-        flow = models.flow.flow_between(prev_masks, masks[carried])
-        prev_tex = torch.stack([previous[cells[i].track_id] for i in carried])
-        warped = warp_by_flow(prev_tex, flow, padding_mode="border").clamp(0, 1)
         if settings.cell_brightness == "fitted":
-            warped = match_brightness(warped, masks[carried], brightness[carried])
+            out[fresh] = match_brightness(out[fresh], masks[fresh], brightness[fresh])
+        anchors[fresh] = extend_texture(out[fresh], masks[fresh])
+    if later:
+        prev_masks = _stack([cells[i].prev_mask for i in later], device)
+        step = models.flow.flow_between(prev_masks, masks[later])
+        # total(p) = step(p) + total_prev(p + step(p)): the current pixel's position in the anchor frame.
+        total = torch.stack([carried[cells[i].track_id].flow for i in later])
+        flows[later] = step + warp_by_flow(total, step, padding_mode="border")
+        anchors[later] = torch.stack([carried[cells[i].track_id].anchor for i in later])
+        warped = warp_by_flow(anchors[later], flows[later], padding_mode="border").clamp(0, 1)
+        if settings.cell_brightness == "fitted":
+            warped = match_brightness(warped, masks[later], brightness[later])
         if use_ddpm:
-            generators = [cell_generator(seed, cells[i].track_id, cells[i].t, device) for i in carried]
+            generators = [cell_generator(seed, cells[i].track_id, cells[i].t, device) for i in later]
             warped = models.denoiser.denoise_from(
                 warped,
                 settings.later_frame_step,
@@ -298,10 +328,11 @@ def texture_frame(
                 num_steps=settings.later_frame_steps,
                 generators=generators,
             )
-        out[carried] = warped
+        out[later] = warped
     if settings.cell_brightness == "fitted":
         out = match_brightness(out, masks, brightness)
-    return extend_texture(out, masks)
+    state = {c.track_id: CarriedTexture(anchors[i], flows[i]) for i, c in enumerate(cells)}
+    return extend_texture(out, masks), state
 
 
 def paste_textures(
@@ -368,7 +399,7 @@ def synthesize_sequence(
     low, high = models.intensity_range
     brightness = track_brightness(layout, shape, appearance_rng) if fitted else {}
     images = np.empty((settings.frames, settings.height, settings.width), out_dtype)
-    previous: dict[int, torch.Tensor] = {}
+    carried: dict[int, CarriedTexture] = {}
     frames = tqdm(layout.cell_frames, desc=f"seed {seed}", unit="frame", leave=False, disable=not progress)
     for t, cells in enumerate(frames):
         frame = background.astype(np.float64)
@@ -378,8 +409,7 @@ def synthesize_sequence(
                 for c in cells
             ]
             target = torch.tensor(targets, dtype=torch.float32, device=models.device).clamp(0.0, 1.0)
-            textures = texture_frame(models, cells, previous, target, seed, settings)
-            previous = {c.track_id: textures[i] for i, c in enumerate(cells)}
+            textures, carried = texture_frame(models, cells, carried, target, seed, settings)
             masks = _stack([c.local_mask for c in cells], textures.device)
             scene_tex, coverage = paste_textures(textures.float(), masks, cells, settings.height, settings.width)
             coverage = ndimage.gaussian_filter(coverage.cpu().numpy().astype(np.float64), 0.7)
