@@ -21,6 +21,7 @@ def _parse_size(size: str) -> tuple[int, int]:
     return height, width
 
 
+TEXTURES = ("ddpm", "statistical")
 SAMPLERS = ("ddim", "ddpm")
 
 
@@ -59,6 +60,9 @@ def synthesize(
     divisions: bool | int = True,
     first_index: int = 0,
     sampler: str | None = None,
+    later_sampler: str | None = None,
+    later_steps: int | None = None,
+    texture: str | None = None,
     device: str = "auto",
     overwrite: bool = False,
     force: bool = False,
@@ -80,6 +84,9 @@ def synthesize(
             (refused when fewer can be placed).
         first_index: index of the first sequence (its folder is first_index + 1).
         sampler: first-frame sampler override: ddim (fast, default of the checkpoint) or ddpm (the paper's).
+        later_sampler: later-frame sampler override: ddpm (the paper's ancestral steps) or ddim.
+        later_steps: later-frame DDIM steps from T_{f!=0} to 0 (with --later-sampler ddim; e.g. 3 on a CPU).
+        texture: override of the checkpoint's texture: ddpm (BVDM) or statistical (no DDPM, the ablation row).
         device: auto, cpu or cuda.
         overwrite: replace sequences that cellgen wrote before (they carry a .cellgen.json marker).
         force: with overwrite, replace existing sequences even without the marker (e.g. real data).
@@ -90,11 +97,20 @@ def synthesize(
 
     out_dir = Path(out)
     _check_options(out_dir, num_sequences, frames, cells, first_index, sampler)
+    if later_sampler is not None and later_sampler not in SAMPLERS:
+        raise CellgenInputError(
+            None, f"--later-sampler must be one of {', '.join(SAMPLERS)}, got {later_sampler!r}", "use ddpm"
+        )
+    if texture is not None and texture not in TEXTURES:
+        raise CellgenInputError(None, f"--texture must be one of {', '.join(TEXTURES)}, got {texture!r}", "use ddpm")
+    if later_steps is not None and later_steps < 1:
+        raise CellgenInputError(None, f"--later-steps must be at least 1, got {later_steps}", "pass --later-steps 3")
     height, width = _parse_size(size)
     target = _device(device)
     ckpt_path = Path(ckpt).expanduser()
     settings = {"ckpt": str(ckpt_path.resolve()), "frames": frames, "size": f"{height}x{width}", "cells": cells}
-    settings |= {"divisions": divisions, "sampler": sampler}
+    settings |= {"divisions": divisions, "sampler": sampler, "later_sampler": later_sampler}
+    settings |= {"later_steps": later_steps, "texture": texture}
     todo = []
     for i in range(first_index, first_index + num_sequences):
         name = f"{i + 1:02d}"
@@ -115,6 +131,12 @@ def synthesize(
         overrides = {"frames": frames, "height": height, "width": width, "cells": cells, "divisions": divisions}
         if sampler:
             overrides["first_frame_sampler"] = sampler
+        if later_sampler:
+            overrides["later_frame_sampler"] = later_sampler
+        if later_steps is not None:
+            overrides["later_frame_steps"] = later_steps
+        if texture:
+            overrides["texture"] = texture
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
             if target.startswith("cuda")

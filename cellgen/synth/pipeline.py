@@ -240,6 +240,15 @@ def extend_texture(textures: torch.Tensor, masks: torch.Tensor, sigma: float = 4
     return torch.where(masks > 0.5, textures, fill)
 
 
+FLOW_SMOOTHING = 2.0  # px: Gaussian width applied to each frame-to-frame flow before composing
+
+
+def smooth_flow(flow: torch.Tensor, sigma: float = FLOW_SMOOTHING) -> torch.Tensor:
+    """Gaussian-smoothed (B, 2, S, S) flow (replicated borders)."""
+    size = 2 * int(np.ceil(3 * sigma)) + 1
+    return gaussian_blur2d(flow, (size, size), (sigma, sigma), border_type="replicate")
+
+
 @dataclass
 class CarriedTexture:
     """A track's texture carried through time: the texture of its first frame and the flow to the current one.
@@ -311,7 +320,9 @@ def texture_frame(
         anchors[fresh] = extend_texture(out[fresh], masks[fresh])
     if later:
         prev_masks = _stack([cells[i].prev_mask for i in later], device)
-        step = models.flow.flow_between(prev_masks, masks[later])
+        # VoxelMorph flows carry pixel-scale noise; composed over many frames it shears the texture into streaks,
+        # so each step is smoothed to the scale of a cell's deformation before it is composed.
+        step = smooth_flow(models.flow.flow_between(prev_masks, masks[later]))
         # total(p) = step(p) + total_prev(p + step(p)): the current pixel's position in the anchor frame.
         total = torch.stack([carried[cells[i].track_id].flow for i in later])
         flows[later] = step + warp_by_flow(total, step, padding_mode="border")
