@@ -21,6 +21,8 @@ from cellgen.models.event_length import EventLengthEstimator, lengths_summary
 
 SWEEP_KS = [4, 6, 8, 10, 14, 18]  # Phan et al. Table II
 SWEEP_TOLERANCES = [1, 3]
+# mitosis-sweep arguments that pick the table's cells or where it goes, not how a cell is trained or scored.
+SWEEP_LAYOUT_ARGUMENTS = frozenset({"ks", "train_frames", "chosen_k", "k_file", "accelerator", "out"})
 
 
 # --------------------------------------------------------------------------------------------- trainer plumbing
@@ -257,6 +259,7 @@ def mitosis_sweep(
         seed: seed of every run.
         out: output folder.
     """
+    arguments = dict(locals())  # first statement: exactly the call's arguments
     import lightning as L
     from tqdm import tqdm
 
@@ -287,13 +290,10 @@ def mitosis_sweep(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(k, n) for k in sorted(ks) for n in sorted(train_frames)]
-    settings = {
-        "sequence": str(path), "points": points, "largest_train_frames": largest, "same_test_frames": same_test_frames,
-        "steps": steps, "downscale": downscale, "crop_size": crop_size, "batch_size": batch_size,
-        "event_fraction": event_fraction, "hidden_channels": hidden_channels, "lr": lr, "pos_weight": pos_weight,
-        "spatial_tol": spatial_tol, "temporal_tols": list(temporal_tols), "rule": rule, "seed": seed,
-        "precision": precision,
-    }  # fmt: skip
+    # A run is reused only under the same settings: every argument but those choosing cells or places to write.
+    settings = {name: value for name, value in arguments.items() if name not in SWEEP_LAYOUT_ARGUMENTS}
+    settings.update(sequence=str(path), temporal_tols=list(temporal_tols), precision=precision)
+    settings["largest_train_frames"] = largest
     journal = out_dir / "runs.jsonl"
     finished = _finished_runs(journal, settings)
     if finished:

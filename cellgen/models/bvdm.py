@@ -3,8 +3,8 @@
 Yilmaz, Eschweiler, Stegmaier, "Annotated Biomedical Video Generation using Denoising Diffusion Probabilistic
 Models and Flow Fields" (2024). One module owns
 
-* the texture DDPM (:class:`~cellgen.models.mask_ddpm.MaskDDPM`, Sec. 2-3: 10,000 iterations, lr 5e-4),
-* the flow prediction model (:class:`~cellgen.models.voxelmorph_fpm.VoxelMorphFPM`, 2,000 iterations, lr 1e-4),
+* the texture DDPM (:class:`~cellgen.models.mask_ddpm.TextureDDPM`, Sec. 2-3: 10,000 iterations, lr 5e-4),
+* the flow prediction model (:class:`~cellgen.models.voxelmorph_fpm.VoxelMorphNet`, 2,000 iterations, lr 1e-4),
 * the shape model fitted on the training sequence's own masks (:class:`~cellgen.synth.shape_model.ShapeModel`),
 
 so ``cellgen fit --config configs/bvdm.yaml`` trains all three and ``cellgen predict`` / ``cellgen synthesize``
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from cellgen.data.ctc import PixelSize, read_pixel_size
-from cellgen.models.base import CellgenModule
-from cellgen.models.mask_ddpm import MaskDDPM
-from cellgen.models.voxelmorph_fpm import VoxelMorphFPM
+from cellgen.models.base import CellgenModule, build_from
+from cellgen.models.mask_ddpm import TextureDDPM, TextureDDPMArgs, mask_ddpm_settings
+from cellgen.models.voxelmorph_fpm import VoxelMorphArgs, VoxelMorphNet, voxelmorph_settings
 
 if TYPE_CHECKING:
     from cellgen.synth.pipeline import SynthesisModels, SynthesizedSequence
@@ -34,8 +34,10 @@ class BVDM(CellgenModule):
 
     Args:
         crop_size: single-cell crop size for both networks (Sec. 3: 96).
-        ddpm: MaskDDPM arguments (widths, schedule, lr 5e-4, EMA); ``crop_size`` is set from above.
-        flow: VoxelMorphFPM arguments (widths, lr 1e-4, integration steps); ``crop_size`` likewise.
+        ddpm: :class:`~cellgen.models.mask_ddpm.MaskDDPM` arguments (widths, schedule, lr 5e-4, EMA); unset ones
+            take MaskDDPM's defaults, ``crop_size`` is set from above.
+        flow: :class:`~cellgen.models.voxelmorph_fpm.VoxelMorphFPM` arguments (widths, lr 1e-4, integration
+            steps); unset ones take VoxelMorphFPM's defaults.
         flow_steps: iterations of the flow model (Sec. 3: 2,000); the DDPM trains for ``trainer.max_steps``
             (Sec. 3: 10,000).
         first_frame_step: SDEdit start t0 for a cell's first frame (Sec. 2: T_{f=0} = 200).
@@ -62,8 +64,8 @@ class BVDM(CellgenModule):
     def __init__(
         self,
         crop_size: int = 96,
-        ddpm: dict[str, Any] | None = None,
-        flow: dict[str, Any] | None = None,
+        ddpm: TextureDDPMArgs | None = None,
+        flow: VoxelMorphArgs | None = None,
         flow_steps: int = 2000,
         first_frame_step: int = 200,
         later_frame_step: int = 10,
@@ -83,8 +85,10 @@ class BVDM(CellgenModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.mask_ddpm = _build(MaskDDPM, {**(ddpm or {}), "crop_size": crop_size})
-        self.voxelmorph = _build(VoxelMorphFPM, flow or {})
+        self.ddpm_settings = mask_ddpm_settings(ddpm)
+        self.flow_settings = voxelmorph_settings(flow)
+        self.mask_ddpm = build_from(TextureDDPM, self.ddpm_settings, crop_size=crop_size)
+        self.voxelmorph = build_from(VoxelMorphNet, self.flow_settings)
         # Fitted on the training data in on_fit_start and stored in the checkpoint as plain lists/floats.
         self.shape_state: dict[str, Any] | None = None
         self.intensity_range: tuple[float, float] = (0.0, 1.0)
@@ -112,11 +116,11 @@ class BVDM(CellgenModule):
         return self.global_step < self.hparams.flow_steps
 
     def compute_loss(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        ddpm_loss, _ = self.mask_ddpm.compute_loss(batch["cells"], stage)
+        ddpm_loss = self.mask_ddpm.loss(batch["cells"])
         extras = {"ddpm_mse": ddpm_loss.detach()}
         if stage == "train" and not self._flow_active():
             return ddpm_loss, extras
-        flow_loss, flow_extras = self.voxelmorph.compute_loss(batch["pairs"], stage)
+        flow_loss, flow_extras = self.voxelmorph.loss(batch["pairs"])
         extras.update({"flow_loss": flow_loss.detach(), **{f"flow_{k}": v for k, v in flow_extras.items()}})
         return ddpm_loss + flow_loss, extras
 
@@ -125,13 +129,13 @@ class BVDM(CellgenModule):
         self.voxelmorph.requires_grad_(self._flow_active())
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.mask_ddpm.on_train_batch_end(outputs, batch, batch_idx)  # EMA of the texture denoiser
+        self.mask_ddpm.update_ema()  # EMA of the texture denoiser
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(
             [
-                {"params": self.mask_ddpm.net.parameters(), "lr": self.mask_ddpm.hparams.lr},
-                {"params": self.voxelmorph.parameters(), "lr": self.voxelmorph.hparams.lr},
+                {"params": self.mask_ddpm.net.parameters(), "lr": self.ddpm_settings["lr"]},
+                {"params": self.voxelmorph.parameters(), "lr": self.flow_settings["lr"]},
             ]
         )
 
@@ -176,21 +180,6 @@ class BVDM(CellgenModule):
     def predict_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> list:
         """Each item of ``batch`` is a sequence index; returns the synthesised sequences for the writer."""
         return [self.synthesize(int(i)) for i in batch.tolist()]
-
-
-def _build(cls: type, kwargs: dict[str, Any]) -> CellgenModule:
-    """Construct a sub-model with its own hyperparameters.
-
-    LightningCLI instantiates BVDM inside a context that hands *BVDM's* arguments to every
-    ``save_hyperparameters`` call; the sub-models must record their own, so that context is cleared here.
-    """
-    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-
-    token = _given_hyperparameters.set(None)
-    try:
-        return cls(**kwargs)
-    finally:
-        _given_hyperparameters.reset(token)
 
 
 def load_bvdm(checkpoint: str | Path, map_location: str | torch.device = "cpu") -> BVDM:

@@ -10,8 +10,7 @@ and adds a branch per flow component whose features are merged into the video br
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,56 +27,16 @@ class FlowVideoDiffusion(VideoDiffusion):
     with ``flow_range``, the median per-video (min, max) of the training data, recorded when ``fit`` starts and
     saved in the checkpoint.
 
-    Args: as :class:`~cellgen.models.video_diffusion.VideoDiffusion`; ``channels`` must be 3 (I, U, V).
+    Args:
+        channels: must be 3 (I, U, V).
+        **kwargs: every other argument of :class:`~cellgen.models.video_diffusion.VideoDiffusion` (LightningCLI
+            lists them with their types: ``cellgen fit --model FlowVideoDiffusion --help``).
     """
 
-    def __init__(
-        self,
-        channels: int = 3,
-        num_frames: int = 10,
-        image_size: int = 128,
-        base_channels: int = 64,
-        channel_mults: Sequence[int] = (1, 2, 4, 8),
-        num_res_blocks: int = 2,
-        spatial_attention: Sequence[str] | None = None,
-        head_channels: int = 32,
-        dropout: float = 0.0,
-        recompute: bool = True,
-        schedule: Literal["cosine", "linear"] = "cosine",
-        num_timesteps: int = 1000,
-        loss: Literal["l1", "l2"] = "l1",
-        lr: float = 1e-4,
-        betas: tuple[float, float] = (0.9, 0.999),
-        ema_decay: float | None = 0.995,
-        sampler: Literal["ddim", "ddpm"] = "ddim",
-        sampling_steps: int = 50,
-        eta: float = 0.0,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, channels: int = 3, **kwargs: Any) -> None:
         if channels != 3:
             raise ValueError(f"FlowVideoDiffusion denoises 3 channels (I, U, V), got channels={channels}")
-        super().__init__(
-            channels=channels,
-            num_frames=num_frames,
-            image_size=image_size,
-            base_channels=base_channels,
-            channel_mults=channel_mults,
-            num_res_blocks=num_res_blocks,
-            spatial_attention=spatial_attention,
-            head_channels=head_channels,
-            dropout=dropout,
-            recompute=recompute,
-            schedule=schedule,
-            num_timesteps=num_timesteps,
-            loss=loss,
-            lr=lr,
-            betas=betas,
-            ema_decay=ema_decay,
-            sampler=sampler,
-            sampling_steps=sampling_steps,
-            eta=eta,
-            seed=seed,
-        )
+        super().__init__(channels=channels, **kwargs)
         # [channel (U, V), (min, max)] in pixels per frame; symmetric unit range until fit records the data's.
         self.register_buffer("flow_range", torch.tensor([[-1.0, 1.0], [-1.0, 1.0]]))
 

@@ -11,24 +11,18 @@ copy of the weights (decay 0.995) for sampling. Data: 10-frame 128 x 128 patch v
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from cellgen.diffusion import DiffusionSchedule
-from cellgen.diffusion import sample as diffusion_sample
-from cellgen.models.base import CellgenModule
-from cellgen.nn.ema import update_ema, warmed_up_decay
+from cellgen.diffusion.model import DenoisingDiffusion
+from cellgen.models.diffusion_module import DiffusionModule
 from cellgen.nn.unet3d import UNet3D
 
-SEED_STRIDE = 1_000_003  # sample i of seed s uses seed s * SEED_STRIDE + i
 
-
-class VideoDiffusion(CellgenModule):
+class VideoDiffusion(DiffusionModule):
     """Epsilon-prediction DDPM on videos (B, C, T, H, W) with an EMA copy of the denoiser for sampling.
 
     Args:
@@ -88,11 +82,7 @@ class VideoDiffusion(CellgenModule):
         factor = 2 ** (len(channel_mults) - 1)
         if image_size % factor:
             raise ValueError(f"image_size {image_size} must be divisible by {factor} for {len(channel_mults)} levels")
-        self.net = self.build_denoiser()
-        # The EMA copy is a frozen submodule: saved in checkpoints, never seen by the optimizer.
-        self.ema_net = copy.deepcopy(self.net).requires_grad_(False) if ema_decay else None
-        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long), persistent=bool(ema_decay))
-        self._schedule = DiffusionSchedule.create(schedule, num_timesteps)  # rebuilt from hparams, not saved
+        self.set_diffusion(DenoisingDiffusion(self.build_denoiser(), schedule, num_timesteps, ema_decay, loss=loss))
 
     def build_denoiser(self) -> nn.Module:
         """The network ``(x_t (B, C, T, H, W), t (B,)) -> eps (B, C, T, H, W)``; subclasses swap it."""
@@ -111,24 +101,10 @@ class VideoDiffusion(CellgenModule):
     # ----------------------------------------------------------------------------------------- helpers
 
     @property
-    def schedule(self) -> DiffusionSchedule:
-        """The noise schedule on this module's device."""
-        self._schedule = self._schedule.to(self.device)
-        return self._schedule
-
-    @property
     def video_shape(self) -> tuple[int, int, int, int]:
         """(C, T, H, W) of one generated video."""
         hp = self.hparams
         return hp.channels, hp.num_frames, hp.image_size, hp.image_size
-
-    def denoiser(self, use_ema: bool = True) -> nn.Module:
-        """The network used for sampling: the EMA copy when there is one and ``use_ema``."""
-        return self.ema_net if use_ema and self.ema_net is not None else self.net
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Predicted noise (B, C, T, H, W) for noisy videos x_t (B, C, T, H, W) in [-1, 1] at steps t (B,)."""
-        return self.net(x_t, t)
 
     # ----------------------------------------------------------------------------------------- training
 
@@ -143,29 +119,12 @@ class VideoDiffusion(CellgenModule):
                 f"{type(self).__name__} is set up for (C, T, H, W) = {self.video_shape} but the data yields "
                 f"{tuple(batch.shape[1:])}: set model channels/num_frames/image_size to match the datamodule"
             )
-        x0 = batch * 2.0 - 1.0
-        t = torch.randint(0, self.hparams.num_timesteps, (x0.shape[0],), device=x0.device)
-        noise = torch.randn_like(x0)
-        eps = self.net(self.schedule.q_sample(x0, t, noise), t).float()
-        loss = F.l1_loss(eps, noise) if self.hparams.loss == "l1" else F.mse_loss(eps, noise)
-        return loss, {}
+        return self.diffusion.loss(batch), {}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas))
 
-    def on_train_batch_end(self, outputs: object, batch: object, batch_idx: int) -> None:
-        if self.ema_net is None:
-            return
-        self.ema_updates += 1
-        update_ema(self.ema_net, self.net, warmed_up_decay(self.hparams.ema_decay, int(self.ema_updates.item())))
-
     # ----------------------------------------------------------------------------------------- sampling
-
-    def sample_generators(self, indices: torch.Tensor | Sequence[int]) -> list[torch.Generator]:
-        """One generator per global sample index, so a sample never depends on batch size or device count."""
-        base = int(self.hparams.seed) * SEED_STRIDE
-        indices = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
-        return [torch.Generator(self.device).manual_seed(base + int(i)) for i in indices]
 
     @torch.no_grad()
     def generate(
@@ -189,25 +148,15 @@ class VideoDiffusion(CellgenModule):
             (B, C, T, H, W) videos in [0, 1].
         """
         sampler = sampler or self.hparams.sampler
-        net = self.denoiser(use_ema)
-        autocast = self.device.type == "cuda"
-
-        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-                return net(x_t, t).to(x_t.dtype)
-
-        x = diffusion_sample(
-            denoise,
-            self.schedule,
-            shape=(len(generators), *self.video_shape),
+        return self.diffusion.generate(
+            (len(generators), *self.video_shape),
+            generators,
             sampler=sampler,
             num_steps=(num_steps or self.hparams.sampling_steps) if sampler == "ddim" else None,
             eta=self.hparams.eta if eta is None else eta,
-            generator=list(generators),
-            clip_x0=(-1.0, 1.0),
-            device=self.device,
+            use_ema=use_ema,
+            autocast=self.device.type == "cuda",
         )
-        return ((x + 1.0) / 2.0).clamp(0.0, 1.0)
 
     def predict_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """Generate one video per global sample index in ``batch`` (B,).
