@@ -122,3 +122,23 @@ def test_flow_to_color() -> None:
     assert single.shape == (5, 6, 3) and np.array_equal(single, rgb[0])
     with pytest.raises(ValueError):
         flow_to_color(torch.zeros(3, 5, 6))
+
+
+def test_radial_flow_maps_one_star_shaped_mask_onto_another() -> None:
+    from cellgen.flow.radial import RadialMaskFlow, boundary_radii, centroids
+
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    disc = lambda r, cx=31.5, cy=31.5: (((xx - cx) ** 2 + (yy - cy) ** 2) <= r**2).float()[None, None]  # noqa: E731
+    small, large = disc(10.0), disc(15.0)
+    radii = boundary_radii(large, centroids(large))
+    assert torch.allclose(radii, torch.full_like(radii, 15.0), atol=0.75)
+    flow = RadialMaskFlow().flow_between(large, large)
+    assert flow.abs().max() < 1e-4  # equal masks: no motion at all
+    flow = RadialMaskFlow().flow_between(small, large)
+    grown = warp_by_flow(small, flow)
+    assert ((grown > 0.5) != (large > 0.5)).float().sum() < 0.03 * large.sum()  # the small disc fills the large one
+    # A pixel at 3/4 of the large radius samples 3/4 of the small radius, along the same ray.
+    assert flow[0, 0, 31, 31 + 12].item() == pytest.approx(-12 + 12 * 10 / 15, abs=0.8)
+    shifted = disc(10.0, cx=35.5)
+    flow = RadialMaskFlow().flow_between(small, shifted)
+    assert flow[0, 0, 31, 35].item() == pytest.approx(-4.0, abs=0.3)  # the centroid moved 4 px right

@@ -53,6 +53,9 @@ class BVDM(CellgenModule):
         cell_brightness: ``fitted``: each track's brightness drawn from the training cells (the shape model's
             "average brightness of cells", Sec. 2) and painted before SDEdit; ``constant``: ``mask_value`` for
             every cell (the paper's procedure, which makes every nucleus equally bright).
+        texture_flow: what carries a texture from frame to frame: ``radial`` (the exact map between two
+            star-shaped masks, :class:`~cellgen.flow.radial.RadialMaskFlow`; default, because a CPU-budget flow
+            network's errors, composed over frames, streak the texture) or ``network`` (the paper's VoxelMorph FPM).
         frames: frames per synthesised sequence.
         height: synthesised frame height.
         width: synthesised frame width.
@@ -76,6 +79,7 @@ class BVDM(CellgenModule):
         later_frame_steps: int | None = None,
         texture: Literal["ddpm", "statistical"] = "ddpm",
         cell_brightness: Literal["fitted", "constant"] = "fitted",
+        texture_flow: Literal["radial", "network"] = "radial",
         frames: int = 32,
         height: int = 256,
         width: int = 256,
@@ -156,6 +160,7 @@ class BVDM(CellgenModule):
 
     def synthesis_models(self) -> SynthesisModels:
         """The networks and fitted statistics that :func:`~cellgen.synth.pipeline.synthesize_sequence` takes."""
+        from cellgen.flow.radial import RadialMaskFlow
         from cellgen.synth.pipeline import SynthesisModels
         from cellgen.synth.shape_model import ShapeModel
 
@@ -163,7 +168,7 @@ class BVDM(CellgenModule):
             raise ValueError("this BVDM model has no fitted shape model; train it with `cellgen fit` first")
         return SynthesisModels(
             denoiser=self.mask_ddpm,
-            flow=self.voxelmorph,
+            flow=RadialMaskFlow() if self.hparams.get("texture_flow", "radial") == "radial" else self.voxelmorph,
             shape=ShapeModel.from_dict(self.shape_state),
             intensity_range=tuple(self.intensity_range),
             crop=int(self.hparams.crop_size),
