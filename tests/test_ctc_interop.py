@@ -95,4 +95,4 @@ def test_check_ctc_flags_mixed_name_widths(tmp_path: Path, capsys: pytest.Captur
     seq = write_sequence(tmp_path, "01", images, masks, tracks, digits=3)
     (seq / "t002.tif").rename(seq / "t0002.tif")  # what a 3-digit writer does past t999
     assert main(["check-ctc", str(seq)]) == 2
-    assert "mix index widths" in capsys.readouterr().out
+    assert "mixed digit widths" in capsys.readouterr().out

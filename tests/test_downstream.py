@@ -291,4 +291,4 @@ def test_real_downstream_config_parses(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as info:
         main(["evaluate", "downstream", f"--config={config}", "--train=a", "--test=b", "--print_config"])
     assert info.value.code == 0
-    assert "precision: bf16-mixed" in capsys.readouterr().out
+    assert "precision: auto" in capsys.readouterr().out

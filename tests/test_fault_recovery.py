@@ -84,11 +84,12 @@ def test_fit_killed_resumes_at_the_saved_step(
     assert killed
     saved = _saved_step(tmp_path)
     assert saved >= 3
-    # Each run opens a new lightning_logs/version_N; `last` must still find the killed run's checkpoint.
+    # Each run opens a new lightning_logs/version_N; `last` must still find the killed run's checkpoint (in the
+    # run's checkpoint folder, <default_root_dir>/checkpoints unless the config names one).
     args = _fit_args(tmp_path, f"--trainer.max_steps={saved + 2}", "--ckpt_path=last", "--model.lr=1e-4")
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "cellgen: resuming from" in out and "version_0" in out
+    assert "cellgen: resuming from" in out and str(tmp_path / "checkpoints" / "last.ckpt") in out
     assert _saved_step(tmp_path) == saved + 2
     newest = max(tmp_path.rglob("last*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
     state = torch.load(newest, weights_only=True)
