@@ -54,12 +54,25 @@ def test_synthesize_divisions_and_per_sequence_seeds(tiny_bvdm: Path, tmp_path: 
         np.testing.assert_array_equal(a.tra_mask(t), b.tra_mask(t))
 
 
+def test_synthesize_statistical_texture_with_fast_later_steps(tiny_bvdm: Path, tmp_path: Path) -> None:
+    args = ["synthesize", "--ckpt", str(tiny_bvdm), "--out", str(tmp_path), "--frames", "4", "--size", "96x96"]
+    args += ["--cells", "3", "--texture", "statistical", "--later-sampler", "ddim", "--later-steps", "2"]
+    assert main(args) == 0
+    assert validate_sequence(tmp_path / "01") == []
+    seq = CTCSequence(tmp_path / "01")
+    masks, image = seq.tra_mask(0), seq.image(0).astype(float)
+    assert image[masks > 0].mean() > image[masks == 0].mean()  # cells stand out from the background
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--frames", "0"], "--frames must be at least 1"),
         (["--size", "32x32", "--cells", "40"], "too small"),
         (["--size", "big"], "--size must look like"),
+        (["--texture", "paint"], "--texture must be one of"),
+        (["--later-sampler", "euler"], "--later-sampler must be one of"),
+        (["--later-steps", "0"], "--later-steps must be at least 1"),
     ],
 )
 def test_synthesize_bad_input(
