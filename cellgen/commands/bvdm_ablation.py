@@ -39,10 +39,6 @@ def _journal(path: Path) -> dict[str, dict]:
     return done
 
 
-def _settings_key(row: dict) -> str:
-    return json.dumps(row, sort_keys=True)
-
-
 def _heat_map(path: Path, rows: list[dict], first: list[int], later: list[int], key: str) -> None:
     import matplotlib
 
@@ -133,10 +129,11 @@ def bvdm_ablation(
     common = {"frames": frames, "height": height, "width": width, "cells": cells}
     settings = {**common, "num_sequences": num_sequences, "ckpt": str(Path(ckpt).resolve()), "test": test}
     settings.update(budget=budget.__dict__, seed=seed, fid=fid)
+    settings = json.loads(json.dumps(settings))  # as the journal stores it, so a rerun compares like with like
     rows = []
     for texture, f0, fl in grid:
         cell = "statistical" if texture == "statistical" else f"f0_{f0}_fl_{fl}"
-        if cell in done and done[cell].get("settings") == json.loads(_settings_key(settings)):
+        if cell in done and done[cell].get("settings") == settings:
             rows.append(done[cell])
             print(f"{cell}: done before (journal)", flush=True)
             continue
@@ -162,7 +159,7 @@ def bvdm_ablation(
             "synthesis_s": round(synth_s, 1),
             "downstream_s": row["wall_s"],
             "sequences": paths,
-            "settings": json.loads(_settings_key(settings)),
+            "settings": settings,
         }
         if fid:
             result["FID"] = _fid(test, paths, fid_frames)

@@ -33,7 +33,7 @@ from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset
 
 from cellgen.data.atomic import atomic_file
-from cellgen.data.base import CellgenDataModule, SampleIndexDataset
+from cellgen.data.base import SampleIndexDataset, TrainValDataModule
 from cellgen.data.cache import folder_fingerprint, resolve_cache_dir
 from cellgen.data.cell_extent import cell_mask, match_to_tracks, resolve_tra_expansion
 from cellgen.data.ctc import CTCSequence, read_tiff
@@ -304,7 +304,7 @@ class CropDataset(Dataset):
         return random_dihedral(x) if self.augment else x
 
 
-class CellCropDataModule(CellgenDataModule):
+class CellCropDataModule(TrainValDataModule):
     """Cell crops (``mode="cells"``) or consecutive mask pairs (``mode="pairs"``) of CTC sequences.
 
     Batches: ``cells`` gives (B, 1, S, S) float intensities in [0, 1] (zero background) for the texture DDPM;
@@ -395,19 +395,6 @@ class CellCropDataModule(CellgenDataModule):
         n_val = int(round(len(tracks) * self.hparams.val_fraction)) if len(tracks) > 1 else 0
         rng = np.random.default_rng([self.hparams.split_seed, number])
         return rng.permutation(tracks)[:n_val]
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set,
-            batch_size=self.hparams.batch_size,
-            shuffle=True,
-            num_workers=self.hparams.num_workers,
-            drop_last=len(self.train_set) >= self.hparams.batch_size,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
 
     def predict_dataloader(self) -> DataLoader:
         if self.hparams.mode == "cells":

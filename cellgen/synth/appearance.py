@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import ndimage, special
+from scipy import ndimage, signal, special
 
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 65)
 PROFILE_BINS = 8  # depth bins from the rim (0) to the centre (1) of a cell
@@ -88,11 +88,9 @@ class CellAppearance:
             first = r * size_score + np.sqrt(1.0 - r**2) * rng.standard_normal()
         else:
             first = rho * start + step * rng.standard_normal()
-        scores = np.empty(length)
-        scores[0] = first
-        for i in range(1, length):
-            scores[i] = rho * scores[i - 1] + step * rng.standard_normal()
-        return scores
+        # x[i] = rho * x[i-1] + step * e[i], started at ``first``: one IIR filter instead of a Python loop.
+        innovations = np.concatenate([[first], step * rng.standard_normal(length - 1)])
+        return signal.lfilter([1.0], [1.0, -rho], innovations)
 
     def background(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
         """(H, W) float32 slow background: the fitted map, randomly flipped/transposed, resized to the field."""
@@ -167,8 +165,8 @@ class AppearanceAccumulator:
             depth = _depth(labels)
             bins = np.minimum((depth * PROFILE_BINS).astype(int), PROFILE_BINS - 1)
             rel = values / np.maximum(cell_mean[labels], 1e-6)
-            np.add.at(self.profile, (bins[inside], 0), rel[inside])
-            np.add.at(self.profile, (bins[inside], 1), 1.0)
+            self.profile[:, 0] += np.bincount(bins[inside], rel[inside], minlength=PROFILE_BINS)
+            self.profile[:, 1] += np.bincount(bins[inside], minlength=PROFILE_BINS)
             profile = self.profile[:, 0] / np.maximum(self.profile[:, 1], 1)
             residual = values - cell_mean[labels] * profile[bins]
             res_var = np.bincount(labels[inside], residual[inside] ** 2, minlength=n) / count

@@ -187,15 +187,14 @@ def _depth(masks: torch.Tensor) -> torch.Tensor:
 
 
 def statistical_texture(
-    masks: torch.Tensor, brightness: torch.Tensor, appearance: CellAppearance, scale: float, generators: list
+    masks: torch.Tensor, brightness: torch.Tensor, appearance: CellAppearance, generators: list
 ) -> torch.Tensor:
     """Cells (B, 1, S, S) in [0, 1] painted with the fitted radial profile and a random texture of fitted grain.
 
     Args:
         masks: (B, 1, S, S) binary masks.
-        brightness: (B,) target mean inside each mask, on the crop scale.
-        scale: raw intensity units per crop-scale unit (the texture contrast is relative, so only for clarity
-            of units: the grain and profile are unit-free).
+        brightness: (B,) target mean inside each mask, on the crop scale (profile, contrast and grain are
+            relative, so no unit conversion is needed).
         generators: one per cell.
     """
     profile = torch.tensor(appearance.radial_profile, dtype=masks.dtype, device=masks.device)
@@ -303,7 +302,7 @@ def texture_frame(
         else:
             appearance = models.shape.appearance
             assert appearance is not None
-            start = statistical_texture(masks[fresh], brightness[fresh], appearance, 1.0, generators)
+            start = statistical_texture(masks[fresh], brightness[fresh], appearance, generators)
         out[fresh] = (
             models.denoiser.denoise_from(
                 start,
@@ -315,9 +314,6 @@ def texture_frame(
             if use_ddpm
             else start
         )
-        if settings.cell_brightness == "fitted":
-            out[fresh] = match_brightness(out[fresh], masks[fresh], brightness[fresh])
-        anchors[fresh] = extend_texture(out[fresh], masks[fresh])
     if later:
         prev_masks = _stack([cells[i].prev_mask for i in later], device)
         # VoxelMorph flows carry pixel-scale noise; composed over many frames it shears the texture into streaks,
@@ -342,8 +338,10 @@ def texture_frame(
         out[later] = warped
     if settings.cell_brightness == "fitted":
         out = match_brightness(out, masks, brightness)
+    out = extend_texture(out, masks)
+    anchors[fresh] = out[fresh]  # a new track's texture is the anchor its later frames are warped from
     state = {c.track_id: CarriedTexture(anchors[i], flows[i]) for i, c in enumerate(cells)}
-    return extend_texture(out, masks), state
+    return out, state
 
 
 def paste_textures(
@@ -362,7 +360,7 @@ def paste_textures(
         np.stack([c.pose.matrix(crop) for c in cells]), dtype=textures.dtype, device=textures.device
     )
     warped = warp_affine(
-        torch.cat([textures * 1.0, masks], dim=1),
+        torch.cat([textures, masks], dim=1),
         matrices,
         dsize=(height, width),
         align_corners=True,
