@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from cellgen.data.synthetic import demo_sequence
 from cellgen.synth.appearance import AppearanceAccumulator, _fit_noise
@@ -66,6 +69,44 @@ def test_brightness_statistics_of_hand_made_cells() -> None:
     assert fitted.background_mean == pytest.approx(5.0, abs=0.2)
     assert fitted.texture_contrast < 0.05  # flat cells: the within-cell spread is noise
     assert fitted.noise_gain * 30 + fitted.noise_offset == pytest.approx(1.0, abs=0.3)  # unit Gaussian noise
+
+
+def _disc_frame(blur: float) -> tuple[np.ndarray, np.ndarray]:
+    """One bright disc (contrast 100 over 10) on a flat background, optionally blurred like a microscope."""
+    yy, xx = np.mgrid[:96, :96]
+    labels = ((yy - 48) ** 2 + (xx - 48) ** 2 < 15**2).astype(np.int32)
+    image = 10.0 + 100.0 * labels
+    return (ndimage.gaussian_filter(image, blur) if blur else image), labels
+
+
+def test_halo_is_measured_from_the_edge_blur() -> None:
+    fitted = {}
+    for blur in (0.0, 2.0):
+        acc = AppearanceAccumulator()
+        image, labels = _disc_frame(blur)
+        acc.add_cells(0, 0, image, labels)
+        acc.add_details(image, labels)
+        fitted[blur] = np.asarray(acc.result(float(np.log(700.0)), 0.1).halo_profile)
+    assert fitted[0.0].max() < 0.02  # a sharp edge: nothing outside the mask
+    halo = fitted[2.0]
+    assert 0.15 < halo[0] < 0.5 and halo[3] < 0.05  # a Gaussian blur of 2 px: a ~2 px halo
+    assert np.all(np.diff(halo) <= 0)
+
+
+def test_composite_paints_the_halo_outside_the_masks(demo_shape: ShapeModel) -> None:
+    appearance = dataclasses.replace(demo_shape.appearance, halo_profile=[0.5, 0.25, 0.0])
+    _, labels = _disc_frame(0.0)
+    inside = labels > 0
+    background = np.full(inside.shape, 10.0)
+    frame = appearance.composite(background, np.where(inside, 110.0, 0.0), inside)
+    assert np.allclose(frame[inside], 110.0)  # cells untouched
+    assert frame[48, 48 + 15] == pytest.approx(60.0, abs=1.0)  # 1 px outside the rim: half the contrast
+    assert frame[48, 48 + 16] == pytest.approx(35.0, abs=1.0)  # 2 px: a quarter
+    assert frame[48, 48 + 20] == pytest.approx(10.0)  # beyond the halo: background
+    plain = dataclasses.replace(appearance, halo_profile=None)
+    assert np.array_equal(
+        plain.composite(background, np.where(inside, 110.0, 0.0), inside)[~inside], background[~inside]
+    )
 
 
 def test_brightness_series_is_stationary_with_the_fitted_correlation() -> None:

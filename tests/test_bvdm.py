@@ -64,6 +64,17 @@ def test_synthesize_statistical_texture_with_fast_later_steps(tiny_bvdm: Path, t
     assert image[masks > 0].mean() > image[masks == 0].mean()  # cells stand out from the background
 
 
+def test_synthesize_with_a_shape_model_fitted_elsewhere(tiny_bvdm: Path, demo_fluo: Path, tmp_path: Path) -> None:
+    # The checkpoint's networks with a shape model fitted now on a sequence (e.g. after an upgrade of cellgen's
+    # statistics): the sequence is written, and a rerun with the same source is recognised as done.
+    args = ["synthesize", "--ckpt", str(tiny_bvdm), "--out", str(tmp_path), "--frames", "3", "--size", "96x96"]
+    args += ["--cells", "3", "--texture", "statistical", "--shape-from", str(demo_fluo)]
+    assert main(args) == 0
+    assert validate_sequence(tmp_path / "01") == []
+    marker = json.loads((tmp_path / "01" / ".cellgen.json").read_text())
+    assert str(demo_fluo) in json.dumps(marker)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -73,6 +84,7 @@ def test_synthesize_statistical_texture_with_fast_later_steps(tiny_bvdm: Path, t
         (["--texture", "paint"], "--texture must be one of"),
         (["--later-sampler", "euler"], "--later-sampler must be one of"),
         (["--later-steps", "0"], "--later-steps must be at least 1"),
+        (["--shape-from", "/nonexistent/01"], "--shape-from not found"),
     ],
 )
 def test_synthesize_bad_input(

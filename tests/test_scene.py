@@ -136,3 +136,31 @@ def test_background_and_noise_match_the_fitted_statistics(model: ShapeModel) -> 
     assert background.std() == pytest.approx(stats.background_smooth_std, rel=0.05)
     flat = np.full((128, 128), 100.0, np.float32)
     assert (add_noise(flat, stats, rng) - flat).std() == pytest.approx(stats.noise_std, rel=0.05)
+
+
+def _nearest_neighbour_ratios(layout: SceneLayout) -> np.ndarray:
+    """Centre distance / sum of equivalent radii to each cell's nearest neighbour, first frame."""
+    mask = layout.masks[0]
+    ids = np.unique(mask)[1:]
+    centres = np.array([np.argwhere(mask == i).mean(0) for i in ids])
+    radii = np.sqrt(np.array([(mask == i).sum() for i in ids]) / np.pi)
+    dist = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    np.fill_diagonal(dist, np.inf)
+    nearest = dist.argmin(1)
+    return dist[np.arange(ids.size), nearest] / (radii + radii[nearest])
+
+
+def test_cells_keep_the_fitted_neighbour_distances(model: ShapeModel) -> None:
+    # Colonies in the data (every cell touching one) give touching cells; without the statistic, scatter.
+    assert model.neighbour_quantiles is not None and np.all(np.diff(model.neighbour_quantiles) >= 0)
+    touching = dataclasses.replace(model, neighbour_quantiles=np.full(33, 1.05))
+    scattered = dataclasses.replace(model, neighbour_quantiles=None)
+    close = [
+        np.median(_nearest_neighbour_ratios(compose_scene(touching, np.random.default_rng(s), 1, 256, 256, 8)))
+        for s in range(3)
+    ]
+    far = [
+        np.median(_nearest_neighbour_ratios(compose_scene(scattered, np.random.default_rng(s), 1, 256, 256, 8)))
+        for s in range(3)
+    ]
+    assert np.median(close) < 1.3 < np.median(far)

@@ -50,6 +50,38 @@ def _check_options(out_dir: Path, num_sequences: int, frames: int, cells: int, f
         raise CellgenInputError(out_dir, "--out is a file, not a folder", "pass a folder, e.g. data/synthetic")
 
 
+def shape_state_from(source: str) -> dict:
+    """A fitted shape model's dict from a BVDM checkpoint, a shape-model JSON or CTC sequence folder(s)."""
+    from cellgen.models.checkpoint import read_checkpoint
+    from cellgen.synth.shape_model import ShapeModel
+
+    paths = [Path(p.strip()).expanduser() for p in source.split(",") if p.strip()]
+    missing = [p for p in paths if not p.exists()]
+    if not paths or missing:
+        raise CellgenInputError(
+            missing[0] if missing else None,
+            "--shape-from not found",
+            "pass a BVDM checkpoint, a shape-model .json or CTC sequence folder(s)",
+        )
+    if all(p.is_dir() for p in paths):
+        tqdm.write(f"fitting a shape model on {', '.join(map(str, paths))}")
+        return ShapeModel.fit(paths).to_dict()
+    if len(paths) > 1:
+        raise CellgenInputError(None, "--shape-from takes one file or one or more folders", "pass one of them")
+    path = paths[0]
+    if path.suffix == ".json":
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CellgenInputError(path, f"is not a readable shape-model JSON ({exc})", "write it again") from exc
+    else:
+        state = read_checkpoint(path, expect_class="cellgen.models.bvdm.BVDM").get("bvdm_shape_model")
+    if not isinstance(state, dict):
+        raise CellgenInputError(path, "holds no fitted shape model", "pass a BVDM checkpoint trained for a step")
+    ShapeModel.from_dict(state)  # validated here, in one line, rather than deep inside synthesis
+    return state
+
+
 def synthesize(
     ckpt: str,
     out: str,
@@ -63,6 +95,7 @@ def synthesize(
     later_sampler: str | None = None,
     later_steps: int | None = None,
     texture: str | None = None,
+    shape_from: str | None = None,
     device: str = "auto",
     overwrite: bool = False,
     force: bool = False,
@@ -87,6 +120,10 @@ def synthesize(
         later_sampler: later-frame sampler override: ddpm (the paper's ancestral steps) or ddim.
         later_steps: later-frame DDIM steps from T_{f!=0} to 0 (with --later-sampler ddim; e.g. 3 on a CPU).
         texture: override of the checkpoint's texture: ddpm (BVDM) or statistical (no DDPM, the ablation row).
+        shape_from: take the shape model (shapes, motion, colonies, brightness, microscope) from elsewhere and
+            keep the checkpoint's networks: another BVDM checkpoint, a shape-model JSON, or CTC sequence folder(s)
+            (comma-separated) to fit one on now. For refitting after an upgrade of cellgen's statistics without
+            retraining the networks, or for mixing (e.g. a few-shot shape model with fully trained networks).
         device: auto, cpu or cuda.
         overwrite: replace sequences that cellgen wrote before (they carry a .cellgen.json marker).
         force: with overwrite, replace existing sequences even without the marker (e.g. real data).
@@ -111,6 +148,8 @@ def synthesize(
     settings = {"ckpt": str(ckpt_path.resolve()), "frames": frames, "size": f"{height}x{width}", "cells": cells}
     settings |= {"divisions": divisions, "sampler": sampler, "later_sampler": later_sampler}
     settings |= {"later_steps": later_steps, "texture": texture}
+    if shape_from:
+        settings["shape_from"] = shape_from
     todo = []
     for i in range(first_index, first_index + num_sequences):
         name = f"{i + 1:02d}"
@@ -128,6 +167,8 @@ def synthesize(
     written = []
     if todo:
         model = load_bvdm(ckpt_path, map_location=target)
+        if shape_from:
+            model.shape_state = shape_state_from(shape_from)
         overrides = {"frames": frames, "height": height, "width": width, "cells": cells, "divisions": divisions}
         if sampler:
             overrides["first_frame_sampler"] = sampler

@@ -28,6 +28,7 @@ PROFILE_BINS = 8  # depth bins from the rim (0) to the centre (1) of a cell
 BACKGROUND_GRID = 16  # the slow background map is kept at 16 x 16
 NOISE_BINS = 24
 BACKGROUND_MARGIN = 8  # px from the nearest cell before a pixel counts as background
+HALO_PX = 8  # px outside a mask over which a cell's halo is measured
 MAX_GRAIN = 8.0  # px; a texture correlation length beyond this is shading, not texture
 
 
@@ -46,6 +47,8 @@ class CellAppearance:
         noise_offset: Gaussian part of the pixel noise variance (raw units squared).
         background_map: (G, G) slow background (raw units), flattened row-major.
         background_mean: mean of ``background_map``.
+        halo_profile: (HALO_PX,) how much of a cell's contrast over the background is left 1, 2, ... px outside
+            its mask (optical blur, and annotations drawn inside the visible edge); 0 beyond.
     """
 
     brightness_quantiles: list[float]
@@ -58,6 +61,7 @@ class CellAppearance:
     noise_offset: float
     background_map: list[float]
     background_mean: float
+    halo_profile: list[float] | None = None  # older models: none (a sharp rim)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +106,26 @@ class CellAppearance:
         zoom = (height / grid.shape[0], width / grid.shape[1])
         return ndimage.zoom(grid, zoom, order=1, mode="nearest", grid_mode=True).astype(np.float32)
 
+    def composite(self, background: np.ndarray, cells: np.ndarray, inside: np.ndarray) -> np.ndarray:
+        """(H, W) noise-free frame: ``cells`` inside the masks, the fitted halo around them, background beyond.
+
+        Outside a mask each pixel takes ``halo(d)`` of its nearest cell's local contrast over the background
+        (d: distance to that cell in px), so a cell's edge falls off as it does in the training data instead of
+        ending in a step that a segmenter would learn to look for.
+        """
+        frame = np.where(inside, cells, background).astype(np.float64)
+        if not self.halo_profile or not inside.any() or inside.all():
+            return frame
+        halo = np.asarray(self.halo_profile, np.float64)
+        # The rim value each outside pixel continues: the cells' intensity smoothed within the masks.
+        weight = ndimage.gaussian_filter(inside.astype(np.float64), 1.5)
+        rim = ndimage.gaussian_filter(np.where(inside, cells, 0.0), 1.5) / np.maximum(weight, 1e-6)
+        dist, (iy, ix) = ndimage.distance_transform_edt(~inside, return_indices=True)
+        alpha = np.interp(dist, np.arange(halo.size + 1, dtype=np.float64), np.concatenate([[1.0], halo]), right=0.0)
+        outside = ~inside & (alpha > 0)
+        frame[outside] += alpha[outside] * (rim[iy, ix][outside] - background[outside])
+        return frame
+
     def noise_std(self, image: np.ndarray) -> np.ndarray:
         """Pixel noise std at each pixel of a noise-free image (Poisson-Gaussian)."""
         return np.sqrt(np.maximum(self.noise_gain * np.maximum(image, 0.0) + self.noise_offset, 0.0))
@@ -139,6 +163,7 @@ class AppearanceAccumulator:
         self.texture: list[np.ndarray] = []  # rows: cell mean, within-cell residual var, lag-1 covariance
         self.noise: list[np.ndarray] = []  # rows: local mean, difference / sqrt 2
         self.background: list[np.ndarray] = []  # (G, G) per detailed frame
+        self.halo = np.zeros((HALO_PX, 2))  # per px outside: sum of contrast products, sum of squared contrast
         self.shape: tuple[int, int] | None = None
 
     def add_cells(self, key_base: int, t: int, image: np.ndarray, labels: np.ndarray) -> None:
@@ -182,8 +207,16 @@ class AppearanceAccumulator:
         rng = np.random.default_rng(len(self.noise))
         pick = rng.random(diff.shape) < min(1.0, 200_000 / diff.size)
         self.noise.append(np.stack([(local[:, 1:] + local[:, :-1])[pick] / 2.0, diff[pick]], axis=1))
-        far = ndimage.distance_transform_edt(~inside) > BACKGROUND_MARGIN
-        self.background.append(_background_grid(values, far))
+        outside, (iy, ix) = ndimage.distance_transform_edt(~inside, return_indices=True)
+        smooth = _smooth_background(values, outside > BACKGROUND_MARGIN)
+        self.background.append(_block_means(smooth))
+        if inside.any():
+            # Least-squares share of the nearest cell's contrast left at each distance outside it.
+            ring = ~inside & (outside <= HALO_PX)
+            bins = np.ceil(outside[ring]).astype(int) - 1
+            contrast = (cell_mean[labels[iy, ix]] - smooth)[ring]
+            self.halo[:, 0] += np.bincount(bins, (values - smooth)[ring] * contrast, minlength=HALO_PX)
+            self.halo[:, 1] += np.bincount(bins, contrast**2, minlength=HALO_PX)
 
     def result(self, log_area_mean: float, log_area_std: float) -> CellAppearance:
         if not self.cells or not self.noise:
@@ -221,18 +254,31 @@ class AppearanceAccumulator:
             noise_offset=offset,
             background_map=[float(v) for v in background.ravel()],
             background_mean=float(background.mean()),
+            halo_profile=_halo(self.halo),
         )
 
 
-def _background_grid(values: np.ndarray, far: np.ndarray) -> np.ndarray:
-    """(G, G) slow background of one frame: normalised convolution of the background pixels, then block means."""
+def _halo(sums: np.ndarray) -> list[float] | None:
+    """Halo per px outside a mask from the accumulated sums: in [0, 1], never rising with distance."""
+    if not (sums[:, 1] > 0).all():
+        return None
+    share = np.clip(sums[:, 0] / sums[:, 1], 0.0, 1.0)
+    return [float(v) for v in np.minimum.accumulate(share)]
+
+
+def _smooth_background(values: np.ndarray, far: np.ndarray) -> np.ndarray:
+    """(H, W) slow background of one frame: normalised convolution of the background pixels ``far``."""
     sigma = max(values.shape) / (2.0 * BACKGROUND_GRID)
     weight = ndimage.gaussian_filter(far.astype(np.float64), sigma)
     smooth = ndimage.gaussian_filter(np.where(far, values, 0.0), sigma) / np.maximum(weight, 1e-6)
     fallback = float(np.median(values[far])) if far.any() else float(np.median(values))
-    smooth = np.where(weight > 1e-3, smooth, fallback)
-    rows = np.array_split(np.arange(values.shape[0]), BACKGROUND_GRID)
-    cols = np.array_split(np.arange(values.shape[1]), BACKGROUND_GRID)
+    return np.where(weight > 1e-3, smooth, fallback)
+
+
+def _block_means(smooth: np.ndarray) -> np.ndarray:
+    """(G, G) block means of a smooth (H, W) background."""
+    rows = np.array_split(np.arange(smooth.shape[0]), BACKGROUND_GRID)
+    cols = np.array_split(np.arange(smooth.shape[1]), BACKGROUND_GRID)
     return np.array([[smooth[np.ix_(r, c)].mean() for c in cols] for r in rows])
 
 

@@ -421,9 +421,12 @@ def synthesize_sequence(
             textures, carried = texture_frame(models, cells, carried, target, seed, settings)
             masks = _stack([c.local_mask for c in cells], textures.device)
             scene_tex, coverage = paste_textures(textures.float(), masks, cells, settings.height, settings.width)
-            coverage = ndimage.gaussian_filter(coverage.cpu().numpy().astype(np.float64), 0.7)
             cells_raw = _to_raw(scene_tex.cpu().numpy().astype(np.float64), (low, high))
-            frame = frame * (1.0 - coverage) + cells_raw * coverage
+            if appearance is not None and appearance.halo_profile:
+                frame = appearance.composite(frame, cells_raw, layout.masks[t] > 0)
+            else:  # older models: a rim softened by the paste's own resampling
+                coverage = ndimage.gaussian_filter(coverage.cpu().numpy().astype(np.float64), 0.7)
+                frame = frame * (1.0 - coverage) + cells_raw * coverage
         if appearance is not None:
             noisy = appearance.add_noise(frame, rng, stats.max_value)
         else:

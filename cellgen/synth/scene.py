@@ -47,6 +47,9 @@ __all__ = [
 
 MAX_FILL = 0.6  # refuse scenes whose expected cell area exceeds this fraction of the field
 _CHUNK = 64  # placement candidates tested per vectorised batch
+# Nearest-neighbour ratios (centre distance / sum of radii) up to this place a cell beside another; larger
+# ones are isolated cells, which uniform scatter gives as well.
+NEIGHBOUR_CLUSTER_MAX = 2.0
 
 
 # --------------------------------------------------------------------------------------------- poses
@@ -358,6 +361,29 @@ def _find_room(
     return "left the field" if rows_in.sum() < max(min_visible * area, 1) else "no room"
 
 
+def _neighbour_target(
+    rng: np.random.Generator, model: ShapeModel, placed: list[tuple[float, float, float]], radius: float
+) -> tuple[float, float] | None:
+    """Where a new cell should go to give the fitted nearest-neighbour distance, or None: anywhere.
+
+    A distance ratio (centre distance / sum of equivalent radii) is drawn from the training data's; a ratio up
+    to ``NEIGHBOUR_CLUSTER_MAX`` puts the cell at that distance from a random cell already placed, in a random
+    direction (so cells that touch in the data touch here too); a larger one (an isolated cell) leaves the
+    position to uniform scatter. Models without the statistic (older checkpoints) scatter every cell.
+    """
+    if model.neighbour_quantiles is None or not placed:
+        return None
+    ratio = float(
+        np.interp(rng.random(), np.linspace(0.0, 1.0, len(model.neighbour_quantiles)), model.neighbour_quantiles)
+    )
+    if ratio > NEIGHBOUR_CLUSTER_MAX:
+        return None
+    y, x, other = placed[int(rng.integers(len(placed)))]
+    theta = float(rng.uniform(-math.pi, math.pi))
+    distance = ratio * (radius + other)
+    return y + distance * math.sin(theta), x + distance * math.cos(theta)
+
+
 def compose_scene(
     shape_model: ShapeModel,
     rng: np.random.Generator,
@@ -442,19 +468,30 @@ def compose_scene(
         occupied[rows, cols] = True
         cell.poses.append(CellPose(float(cell.y), float(cell.x), float(cell.angle)))
 
-    # Frame 0: random positions and rotations, each cell wholly inside the field and clear of the others.
+    # Frame 0: positions with the data's nearest-neighbour distances (colonies), random rotations, each cell
+    # wholly inside the field and clear of the others.
     live: list[_Cell] = []
+    placed: list[tuple[float, float, float]] = []  # (y, x, equivalent radius) of the cells placed so far
     occupied = np.zeros((height, width), bool)
     for index in range(cells):
         division = plan.initial_frame(index)
         radii = planned_radii(0, division)
         angle = float(rng.uniform(-math.pi, math.pi))
-        margin = float(radii[0].max()) + gap + 1
-        fy, fx = rng.random(2)
-        span_y, span_x = height - 2 * margin, width - 2 * margin
-        candidates = np.stack([rng.integers(0, max(int(span_y), 1), 256), rng.integers(0, max(int(span_x), 1), 256)], 1)
-        start = CellPose(margin + fy, margin + fx, angle)
-        found = _find_room(occupied, radii[0], crop, start, candidates, gap, 1.0)
+        radius = math.sqrt(float(polygon_area(radii[0].astype(np.float64))) / math.pi)
+        target = _neighbour_target(rng, shape_model, placed, radius)
+        found: tuple | str = "no target"
+        if target is not None:
+            start = CellPose(target[0], target[1], angle)
+            found = _find_room(occupied, radii[0], crop, start, nudges, gap, 1.0)
+        if isinstance(found, str):  # scattered, or no room beside the chosen neighbour: anywhere in the field
+            margin = float(radii[0].max()) + gap + 1
+            fy, fx = rng.random(2)
+            span_y, span_x = height - 2 * margin, width - 2 * margin
+            candidates = np.stack(
+                [rng.integers(0, max(int(span_y), 1), 256), rng.integers(0, max(int(span_x), 1), 256)], 1
+            )
+            start = CellPose(margin + fy, margin + fx, angle)
+            found = _find_room(occupied, radii[0], crop, start, candidates, gap, 1.0)
         if isinstance(found, str):
             raise CellgenInputError(
                 None,
@@ -462,6 +499,7 @@ def compose_scene(
                 "use fewer cells or a larger field",
             )
         rows, cols, (dy, dx) = found
+        placed.append((start.y + dy, start.x + dx, radius))
         heading = float(rng.uniform(-math.pi, math.pi))
         cell = _Cell(
             next_label,
@@ -469,8 +507,8 @@ def compose_scene(
             0,
             radii,
             division is not None,
-            margin + fy + dy,
-            margin + fx + dx,
+            start.y + dy,
+            start.x + dx,
             angle,
             heading,
             float(rng.standard_normal()),

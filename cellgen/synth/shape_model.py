@@ -60,6 +60,7 @@ GROWTH_MIN_FRAMES = 10  # shorter tracks give slopes dominated by segmentation n
 MIN_TURN_SPEED = 0.5  # px/frame; below this the heading of a displacement is segmentation jitter
 MIN_ROTATION_ASPECT = 1.15  # the long axis of rounder cells is too unstable to measure rotation
 MAX_LAG = 30  # frames searched for the shape decorrelation time
+_OPTIONAL = {"rounding_frames", "stats", "notes", "appearance", "neighbour_quantiles"}  # absent in older models
 _ARRAYS = (
     "mean_profile",
     "components",
@@ -152,6 +153,10 @@ class ShapeModel:
     daughter_area_ratio_std: float
     intensity: IntensityStats
     appearance: CellAppearance | None = None  # per-cell brightness, texture, background, noise (None: old model)
+    # (Q,) quantiles of each cell's nearest-neighbour centre distance / (r_self + r_neighbour), equivalent radii;
+    # 1 means touching. Lets a scene reproduce the data's colonies instead of uniformly scattered cells.
+    # None: an older model (uniform placement).
+    neighbour_quantiles: np.ndarray | None = None
     rounding_frames: int = ROUNDING_FRAMES
     stats: dict = field(default_factory=dict)  # descriptive numbers for summary() (not used to sample)
     notes: list[str] = field(default_factory=list)
@@ -269,7 +274,7 @@ class ShapeModel:
         out: dict = {"version": MODEL_VERSION}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in _ARRAYS:
+            if f.name in _ARRAYS or (f.name == "neighbour_quantiles" and value is not None):
                 value = np.asarray(value, np.float64).tolist()
             elif f.name in ("intensity", "appearance"):
                 value = value.to_dict() if value is not None else None
@@ -284,7 +289,7 @@ class ShapeModel:
         if data.get("version") != MODEL_VERSION:
             raise CellgenInputError(None, f"shape model version {data.get('version')} is not {MODEL_VERSION}")
         names = {f.name for f in fields(cls)}
-        missing = sorted(names - set(data) - {"rounding_frames", "stats", "notes", "appearance"})
+        missing = sorted(names - set(data) - _OPTIONAL)
         if missing:
             raise CellgenInputError(None, f"shape model dict lacks {', '.join(missing)}")
         kwargs = {k: v for k, v in data.items() if k in names}
@@ -294,6 +299,8 @@ class ShapeModel:
         kwargs["intensity"] = IntensityStats.from_dict(kwargs["intensity"])
         if kwargs.get("appearance") is not None:
             kwargs["appearance"] = CellAppearance.from_dict(kwargs["appearance"])
+        if kwargs.get("neighbour_quantiles") is not None:
+            kwargs["neighbour_quantiles"] = np.asarray(kwargs["neighbour_quantiles"], np.float64)
         return cls(**kwargs)
 
     # ----------------------------------------------------------------------------------------- sampling
@@ -693,9 +700,33 @@ def _fit_from_observations(
         daughter_area_ratio_std=ratio_std,
         intensity=intensity,
         appearance=cell_appearance,
+        neighbour_quantiles=_neighbour_quantiles(obs),
         stats=_plain(stats),
         notes=notes,
     )
+
+
+def _neighbour_quantiles(obs: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Quantiles of nearest-neighbour distance / (sum of the two equivalent radii) over all cell-frames.
+
+    Cells cut by the image border count as neighbours (they are there) but not as subjects (their own nearest
+    neighbour may be outside the field). None when no frame holds two cells.
+    """
+    frame_id = np.unique(np.stack([obs["seq"], obs["t"]], 1), axis=0, return_inverse=True)[1].ravel()
+    centres = np.stack([obs["cy"], obs["cx"]], 1).astype(np.float64)
+    radius = np.sqrt(obs["area"].astype(np.float64) / np.pi)
+    ratios = []
+    for f in np.unique(frame_id):
+        idx = np.flatnonzero(frame_id == f)
+        if idx.size < 2:
+            continue
+        dist = np.linalg.norm(centres[idx, None] - centres[None, idx], axis=-1)
+        np.fill_diagonal(dist, np.inf)
+        nearest = dist.argmin(1)
+        ratio = dist[np.arange(idx.size), nearest] / (radius[idx] + radius[idx[nearest]])
+        ratios.append(ratio[~obs["border"][idx]])
+    values = np.concatenate(ratios) if ratios else np.empty(0)
+    return np.quantile(values, QUANTILES) if values.size >= 2 else None
 
 
 def _growth_rates(groups: np.ndarray, t: np.ndarray, log_area: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
