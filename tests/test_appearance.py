@@ -16,6 +16,7 @@ from cellgen.synth.pipeline import (
     SynthesisSettings,
     extend_texture,
     match_brightness,
+    statistical_texture,
     synthesize_sequence,
 )
 from cellgen.synth.shape_model import ShapeModel
@@ -72,10 +73,12 @@ def test_brightness_statistics_of_hand_made_cells() -> None:
 
 
 def _disc_frame(blur: float) -> tuple[np.ndarray, np.ndarray]:
-    """One bright disc (contrast 100 over 10) on a flat background, optionally blurred like a microscope."""
-    yy, xx = np.mgrid[:96, :96]
-    labels = ((yy - 48) ** 2 + (xx - 48) ** 2 < 15**2).astype(np.int32)
-    image = 10.0 + 100.0 * labels
+    """Three bright discs (contrast 100 over 10) on a flat background, optionally blurred like a microscope."""
+    yy, xx = np.mgrid[:96, :288]
+    labels = np.zeros(yy.shape, np.int32)
+    for i in range(3):
+        labels[(yy - 48) ** 2 + (xx - 48 - 96 * i) ** 2 < 15**2] = i + 1
+    image = 10.0 + 100.0 * (labels > 0)
     return (ndimage.gaussian_filter(image, blur) if blur else image), labels
 
 
@@ -91,6 +94,38 @@ def test_halo_is_measured_from_the_edge_blur() -> None:
     halo = fitted[2.0]
     assert 0.15 < halo[0] < 0.5 and halo[3] < 0.05  # a Gaussian blur of 2 px: a ~2 px halo
     assert np.all(np.diff(halo) <= 0)
+
+
+def test_coarse_texture_keeps_the_dark_nucleoli() -> None:
+    # Cells with one dark nucleolus each, anywhere in the cell: the coarse component is skewed to the dark side,
+    # and the statistical textures drawn from the fit have the dark tail (a symmetric Gaussian texture has not).
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :576]
+    labels = np.zeros(yy.shape, np.int32)
+    image = np.full(yy.shape, 10.0)
+    for i in range(12):
+        cy, cx = 24 + 48 * (i // 6), 48 + 96 * (i % 6)
+        cell = (yy - cy) ** 2 + (xx - cx) ** 2 < 20**2
+        labels[cell] = i + 1
+        image[cell] = 110.0
+        angle = rng.uniform(0, 2 * np.pi)
+        image[(yy - cy - 9 * np.sin(angle)) ** 2 + (xx - cx - 9 * np.cos(angle)) ** 2 < 5**2] = 40.0
+    acc = AppearanceAccumulator()
+    acc.add_cells(0, 0, image, labels)
+    acc.add_details(image, labels)
+    fitted = acc.result(float(np.log(1250.0)), 0.1)
+    quantiles = np.asarray(fitted.coarse_quantiles)
+    assert -quantiles[1] > 1.5 * quantiles[-2] > 0  # a long dark tail, a short bright one
+    masks = torch.from_numpy(labels[None, None, :48, :96] == 1).float().repeat(16, 1, 1, 1)
+    tails = {}
+    for name, appearance in (("fitted", fitted), ("gaussian", dataclasses.replace(fitted, coarse_quantiles=None))):
+        generators = [torch.Generator().manual_seed(i) for i in range(16)]
+        texture = statistical_texture(masks, torch.full((16,), 0.5), appearance, generators)
+        deep = ndimage.binary_erosion(masks.numpy() > 0, np.ones((1, 1, 9, 9)))  # away from the rim
+        smooth = ndimage.gaussian_filter(texture.numpy(), (0, 0, 2, 2))[deep]
+        low, median, high = np.percentile(smooth, [1, 50, 99])
+        tails[name] = (median - low) / (high - median)
+    assert tails["fitted"] > 1.3 * tails["gaussian"], tails
 
 
 def test_composite_paints_the_halo_outside_the_masks(demo_shape: ShapeModel) -> None:

@@ -37,12 +37,12 @@ import numpy as np
 import torch
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import warp_affine
-from scipy import ndimage
+from scipy import ndimage, special
 from tqdm import tqdm
 
 from cellgen.data.ctc import Track
 from cellgen.flow import warp_by_flow
-from cellgen.synth.appearance import PROFILE_BINS, CellAppearance
+from cellgen.synth.appearance import PROFILE_BINS, QUANTILE_LEVELS, CellAppearance
 from cellgen.synth.scene import CellFrame, SceneLayout, add_noise, background_image, compose_scene
 from cellgen.synth.shape_model import ShapeModel
 
@@ -200,13 +200,33 @@ def statistical_texture(
     profile = torch.tensor(appearance.radial_profile, dtype=masks.dtype, device=masks.device)
     depth = _depth(masks)
     level = profile[(depth * PROFILE_BINS).long().clamp(max=PROFILE_BINS - 1)]
-    noise = torch.stack([torch.randn(masks.shape[1:], generator=g, device=masks.device) for g in generators])
-    sigma = float(appearance.texture_grain)
+    noise = torch.stack([torch.randn((2, *masks.shape[2:]), generator=g, device=masks.device) for g in generators])
+    field = _gaussian_field(noise[:, :1], float(appearance.texture_grain))
+    contrast = float(appearance.texture_contrast)
+    relative = torch.zeros_like(level)
+    if appearance.coarse_quantiles is not None and appearance.coarse_sigma:
+        # Coarse structure with the data's skew: a Gaussian field at the fitted scale, standardised inside each
+        # mask and mapped through the fitted quantiles; the fine grain keeps the rest of the texture variance.
+        coarse = _gaussian_field(noise[:, 1:], float(appearance.coarse_sigma), masks)
+        quantiles = np.asarray(appearance.coarse_quantiles)
+        relative = torch.from_numpy(
+            np.interp(special.ndtr(coarse.cpu().numpy()), QUANTILE_LEVELS, quantiles).astype(np.float32)
+        ).to(masks.device)
+        contrast = float(np.sqrt(max(contrast**2 - float(np.var(quantiles)), 0.0)))
+    texture = brightness[:, None, None, None] * (level * (1.0 + relative) + contrast * field)
+    return (texture.clamp(0.0, 1.0) * masks).to(masks.dtype)
+
+
+def _gaussian_field(noise: torch.Tensor, sigma: float, masks: torch.Tensor | None = None) -> torch.Tensor:
+    """White noise (B, 1, S, S) blurred at ``sigma`` px and standardised (inside ``masks`` when given)."""
     size = 2 * int(np.ceil(3 * sigma)) + 1
     field = gaussian_blur2d(noise, (size, size), (sigma, sigma), border_type="reflect")
-    field = field / field.flatten(1).std(1).clamp_min(1e-6)[:, None, None, None]
-    texture = brightness[:, None, None, None] * (level + appearance.texture_contrast * field)
-    return (texture.clamp(0.0, 1.0) * masks).to(masks.dtype)
+    if masks is None:
+        return field / field.flatten(1).std(1).clamp_min(1e-6)[:, None, None, None]
+    area = masks.flatten(1).sum(1).clamp_min(1.0)[:, None, None, None]
+    mean = (field * masks).flatten(1).sum(1)[:, None, None, None] / area
+    std = (((field - mean) ** 2 * masks).flatten(1).sum(1)[:, None, None, None] / area).sqrt().clamp_min(1e-6)
+    return (field - mean) / std
 
 
 def match_brightness(
