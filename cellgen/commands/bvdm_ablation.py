@@ -87,6 +87,9 @@ def bvdm_ablation(
     fid_frames: int = 48,
     seed: int = 0,
     device: str = "auto",
+    shape_from: str | None = None,
+    later_sampler: str | None = None,
+    later_sampler_steps: int | None = None,
 ) -> int:
     """Grid of SDEdit start steps (BVDM Table 2) plus a no-DDPM row, scored downstream on a real test sequence.
 
@@ -106,12 +109,15 @@ def bvdm_ablation(
         fid_frames: frames per sequence for FID.
         seed: downstream training seed.
         device: auto, cpu or cuda for synthesis.
+        shape_from: shape model from elsewhere (as `cellgen synthesize --shape-from`), networks from --ckpt.
+        later_sampler: later-frame sampler override (ddpm, the paper's; ddim with few steps on a CPU).
+        later_sampler_steps: later-frame steps with --later_sampler ddim.
     """
     import torch
 
     from cellgen.callbacks.ctc_writer import write_synthetic_sequence
     from cellgen.commands.downstream import run_downstream
-    from cellgen.commands.synthesize import _parse_size
+    from cellgen.commands.synthesize import _parse_size, shape_state_from
     from cellgen.models.bvdm import load_bvdm
 
     if not first_steps or not later_steps:
@@ -123,11 +129,16 @@ def bvdm_ablation(
     done = _journal(journal_path)
     target = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     model = load_bvdm(ckpt, map_location=target)
+    if shape_from:
+        model.shape_state = shape_state_from(shape_from)
     grid = [("ddpm", f0, fl) for f0 in first_steps for fl in later_steps]
     if statistical:
         grid.append(("statistical", 0, 0))
     common = {"frames": frames, "height": height, "width": width, "cells": cells}
+    sampling = {"later_frame_sampler": later_sampler, "later_frame_steps": later_sampler_steps}
+    sampling = {k: v for k, v in sampling.items() if v is not None}
     settings = {**common, "num_sequences": num_sequences, "ckpt": str(Path(ckpt).resolve()), "test": test}
+    settings.update(shape_from=shape_from, **sampling)
     settings.update(budget=budget.__dict__, seed=seed, fid=fid)
     settings = json.loads(json.dumps(settings))  # as the journal stores it, so a rerun compares like with like
     rows = []
@@ -139,7 +150,7 @@ def bvdm_ablation(
             continue
         start = time.perf_counter()
         synth_dir = out_dir / cell / "synthetic"
-        overrides = {**common, "texture": texture, "first_frame_step": f0 or 200, "later_frame_step": fl}
+        overrides = {**common, **sampling, "texture": texture, "first_frame_step": f0 or 200, "later_frame_step": fl}
         paths = []
         for i in range(num_sequences):
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=target == "cuda"):
