@@ -92,13 +92,17 @@ def comparison_still(
         size: crop side in pixels.
     """
     from cellgen.data.ctc import CTCSequence
+    from cellgen.data.errors import CellgenInputError
 
     sequences = (CTCSequence(real_sequence), CTCSequence(synthetic_sequence))
     rows = []
     for index in frames:
         pair = []
         for seq in sequences:
-            t = seq.frame_indices[index]
+            annotated = [f for f in seq.frame_indices if f in seq.tra_paths]  # HeLa 02 has no TRA at t000
+            if not annotated:
+                raise CellgenInputError(seq.path, "no frame with a TRA mask to preview", "pass an annotated sequence")
+            t = annotated[index]
             image, mask = seq.image(t), seq.tra_mask(t)
             h, w = image.shape
             y0, x0 = max(0, (h - size) // 2), max(0, (w - size) // 2)
