@@ -125,3 +125,24 @@ def test_detect_mitoses_bad_input_is_one_line(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "e.csv").exists()  # nothing half-written
+
+
+def test_evaluate_mitosis_relative_tolerance(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cellgen.commands.evaluate import evaluate_mitosis_command
+    from cellgen.data.points import write_points_csv
+
+    gt = write_points_csv(tmp_path / "gt.csv", np.array([[5, 10, 10], [9, 50, 50]]), with_score=False)
+    pred = write_points_csv(tmp_path / "pred.csv", np.array([[5, 25, 10, 0.9], [9, 50, 62, 0.8]]))
+    assert evaluate_mitosis_command(gt=str(gt), pred=str(pred), temporal_tol=1) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["tp"] == 0  # 15 and 12 px > 10 px
+    assert evaluate_mitosis_command(gt=str(gt), pred=str(pred), relative_tol=0.5, cell_diameter=26) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["spatial_tol"] == 13 and result["tp"] == 1  # half of a 26 px cell: only the 12 px one
+    assert main(["evaluate", "mitosis", f"--gt={gt}", f"--pred={pred}", "--relative_tol=0.5"]) == 2  # no diameter
+
+
+def test_heatmap_config_parses(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(REPO / "configs" / "mitosis_detector_heatmap.yaml"), "--print_config"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and "architecture: unet" in out and "head: heatmap" in out

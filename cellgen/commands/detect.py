@@ -48,9 +48,7 @@ def detect_mitoses(
 
     from cellgen.callbacks.previews import write_gif
     from cellgen.data.event_frames import load_movie
-    from cellgen.data.mitosis_data import MitosisSequence
     from cellgen.data.points import write_points_csv
-    from cellgen.metrics.mitosis_detection import to_original
     from cellgen.models.checkpoint import read_checkpoint
     from cellgen.models.mitosis_detector import INFERENCE_KEY, MitosisDetector
 
@@ -72,9 +70,7 @@ def detect_mitoses(
     if flip_tta is not None:
         model.hparams.flip_tta = flip_tta
     volume = load_movie(movie, scale)
-    sequence = MitosisSequence(volume, np.zeros((0, 3)), len(volume.indices))
-    probability = model.probabilities(torch.from_numpy(volume.frames))
-    found = to_original(model.find(probability, float(threshold)), sequence)
+    found = model.detect_volume(volume, float(threshold))
     csv_path = write_points_csv(out, found)
     gif = None
     if (preview or "").lower() != "none":

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cellgen.data.event_frames import FrameVolume
 from cellgen.data.mitosis_data import MitosisSequence
 from cellgen.data.points import write_points_csv
 from cellgen.metrics.mitosis import score_detections
@@ -179,6 +180,11 @@ class MitosisDetector(CellgenModule):
             probability = self.probabilities(torch.from_numpy(sequence.volume.frames[: sequence.train_frames]))
         hp = self.hparams
         return calibrate_threshold(probability, sequence, hp.spatial_tol, hp.temporal_tol, find=self.find)
+
+    def detect_volume(self, volume: FrameVolume, threshold: float) -> np.ndarray:
+        """Detections (M, 4) (t, y, x, score) in original frames and pixels of a whole unannotated movie."""
+        probability = self.probabilities(torch.from_numpy(volume.frames))
+        return to_original(self.find(probability, threshold), MitosisSequence(volume, np.zeros((0, 3)), 1))
 
     def detect(self, sequence: MitosisSequence) -> dict[str, Any]:
         """Detect mitoses in one sequence and score them where annotations exist.
