@@ -88,7 +88,27 @@ def detect_peaks(probability: np.ndarray, threshold: float, radius: float = 4.0,
     index = np.arange(1, count + 1)
     centres = np.asarray(ndimage.center_of_mass(peak, labels, index), np.float64).reshape(-1, 3)
     scores = np.asarray(ndimage.maximum(probability, labels, index), np.float64)
-    return np.column_stack([centres, scores])
+    return np.column_stack([refine_peaks(probability, centres), scores])
+
+
+def refine_peaks(probability: np.ndarray, centres: np.ndarray, radius: int = 1) -> np.ndarray:
+    """Sub-voxel (t, y, x): the probability-weighted mean over the (2 radius + 1)^3 box around each peak.
+
+    At a quarter of the original size a voxel is 4 px, close to the 10 px matching radius, so a whole-voxel peak
+    alone loses matches that its neighbours' weights recover.
+    """
+    refined = np.asarray(centres, np.float64).copy()
+    for row in refined:
+        box = tuple(
+            slice(max(0, int(round(c)) - radius), min(n, int(round(c)) + radius + 1))
+            for c, n in zip(row, probability.shape, strict=True)
+        )
+        weights = probability[box].astype(np.float64)
+        if weights.sum() <= 0:
+            continue
+        grids = np.meshgrid(*(np.arange(b.start, b.stop) for b in box), indexing="ij")
+        row[:] = [float((g * weights).sum() / weights.sum()) for g in grids]
+    return refined
 
 
 def to_original(detections: np.ndarray, sequence: MitosisSequence) -> np.ndarray:

@@ -100,6 +100,7 @@ class MitosisDetector(CellgenModule):
         peak_radius: heat-map non-maximum suppression radius in working pixels (about half a cell diameter).
         peak_radius_t: heat-map non-maximum suppression radius in frames.
         flip_tta: average the 4 flips of each window at inference (4x the cost).
+        optimizer: ``rmsprop`` (Sec. III G) or ``adam``.
     """
 
     def __init__(
@@ -121,10 +122,11 @@ class MitosisDetector(CellgenModule):
         peak_radius: float = 4.0,
         peak_radius_t: int = 2,
         flip_tta: bool = False,
+        optimizer: str = "rmsprop",
     ) -> None:
         super().__init__()
-        if architecture not in ARCHITECTURES or head not in HEADS:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES} and head one of {HEADS}")
+        if architecture not in ARCHITECTURES or head not in HEADS or optimizer not in ("rmsprop", "adam"):
+            raise ValueError(f"architecture: one of {ARCHITECTURES}, head: one of {HEADS}, optimizer: rmsprop or adam")
         # Prediction-time options stay out of the checkpoint: LightningCLI lets a checkpoint's hyperparameters
         # override the command line, and these must remain settable when predicting with a trained model.
         self.save_hyperparameters(ignore=["threshold", "output_dir"])
@@ -260,4 +262,6 @@ class MitosisDetector(CellgenModule):
         self.inference = dict(checkpoint.get(INFERENCE_KEY) or {})
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.hparams.optimizer == "adam":
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
         return torch.optim.RMSprop(self.parameters(), lr=self.hparams.lr)
