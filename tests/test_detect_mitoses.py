@@ -146,3 +146,20 @@ def test_heatmap_config_parses(capsys: pytest.CaptureFixture[str]) -> None:
         main(["fit", "--config", str(REPO / "configs" / "mitosis_detector_heatmap.yaml"), "--print_config"])
     out = capsys.readouterr().out
     assert info.value.code == 0 and "architecture: unet" in out and "head: heatmap" in out
+
+
+def test_calibration_ties_go_low_on_request() -> None:
+    from cellgen.data.event_frames import FrameVolume
+    from cellgen.data.mitosis_data import MitosisSequence
+    from cellgen.metrics.mitosis_detection import calibrate_threshold
+
+    volume = FrameVolume(np.zeros((8, 20, 20), np.float32), list(range(8)), (20, 20), Path("/x/01"))
+    sequence = MitosisSequence(volume, np.array([[2.0, 10, 10]]), train_frames=4)
+    probability = 0.9 * heatmap_volume(sequence.points, (8, 20, 20), 2, 1)
+
+    def find(p: np.ndarray, t: float) -> np.ndarray:
+        return detect_peaks(p, t)
+
+    grid = (0.2, 0.5, 0.8, 0.95)
+    assert calibrate_threshold(probability, sequence, 10, 1, thresholds=grid, find=find) == (0.8, 1.0)
+    assert calibrate_threshold(probability, sequence, 10, 1, thresholds=grid, find=find, prefer_low=True) == (0.2, 1.0)

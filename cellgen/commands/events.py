@@ -344,7 +344,7 @@ def mitosis_sweep(
             target=head,
             sigma=sigma,
         )
-        data.use_sequences([MitosisSequence(full.volume, full.points, n)])
+        data.use_sequences([MitosisSequence(full.volume, full.points, n, full.cell_diameter)])
         model = MitosisDetector(
             sequence_length=k,
             hidden_channels=hidden_channels,

@@ -181,7 +181,9 @@ class MitosisDetector(CellgenModule):
         if probability is None:
             probability = self.probabilities(torch.from_numpy(sequence.volume.frames[: sequence.train_frames]))
         hp = self.hparams
-        return calibrate_threshold(probability, sequence, hp.spatial_tol, hp.temporal_tol, find=self.find)
+        return calibrate_threshold(
+            probability, sequence, hp.spatial_tol, hp.temporal_tol, find=self.find, prefer_low=hp.head == "heatmap"
+        )
 
     def detect_volume(self, volume: FrameVolume, threshold: float) -> np.ndarray:
         """Detections (M, 4) (t, y, x, score) in original frames and pixels of a whole unannotated movie."""
