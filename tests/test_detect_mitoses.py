@@ -163,3 +163,21 @@ def test_calibration_ties_go_low_on_request() -> None:
     grid = (0.2, 0.5, 0.8, 0.95)
     assert calibrate_threshold(probability, sequence, 10, 1, thresholds=grid, find=find) == (0.8, 1.0)
     assert calibrate_threshold(probability, sequence, 10, 1, thresholds=grid, find=find, prefer_low=True) == (0.2, 1.0)
+
+
+@pytest.mark.slow
+def test_real_movies_load_for_detection() -> None:
+    """SIM+ 01 and HeLa 02 as detect-mitoses reads them: cell diameters for --cell_diameter, events as heat maps."""
+    from cellgen.data.ctc import CTCSequence
+    from cellgen.data.event_frames import load_movie
+    from cellgen.data.mitosis_data import load_mitosis_sequence, median_cell_diameter
+    from tests.conftest import shared_sequence
+
+    simplus = load_mitosis_sequence(shared_sequence("Fluo-N2DH-SIM+/01"), None, 65, 0.25)
+    assert len(simplus.points) == 28 and 40 < simplus.cell_diameter < 65  # HL60 nuclei: about 49 px
+    target = heatmap_volume(simplus.local_points(), simplus.volume.frames.shape, 2, 1)
+    assert (target == 1.0).sum() == 28  # one centre voxel per division, none merged
+    hela = shared_sequence("Fluo-N2DL-HeLa/02")
+    volume = load_movie(hela, 0.4373)
+    assert volume.frames.shape == (20, 306, 481) and 0 <= volume.frames.min() < volume.frames.max() <= 1
+    assert median_cell_diameter(CTCSequence(hela), list(range(20))) is not None
