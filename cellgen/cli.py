@@ -48,6 +48,10 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "estimate-k": ("cellgen.commands.events:estimate_k", "estimate event length and the detector's k"),
     "mitosis-sweep": ("cellgen.commands.events:mitosis_sweep", "the Phan et al. k x frames experiment"),
+    "detect-mitoses": (
+        "cellgen.commands.detect:detect_mitoses",
+        "detect mitoses in any movie with a MitosisDetector checkpoint (t,y,x,score CSV + GIF)",
+    ),
     "bvdm-ablation": (
         "cellgen.commands.bvdm_ablation:bvdm_ablation",
         "BVDM Table 2: SDEdit start steps (and no DDPM) -> downstream SEG/TRA/DET and FID",

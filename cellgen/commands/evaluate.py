@@ -365,8 +365,13 @@ def evaluate_mitosis_command(
     rule: str = "hungarian",
     first_frame: int | None = None,
     last_frame: int | None = None,
+    relative_tol: float | None = None,
+    cell_diameter: float | None = None,
 ) -> int:
     """Mitosis detection precision/recall/F1 against ground truth; the last line is JSON (precision ... fn).
+
+    ``--spatial_tol`` stays the paper's 10 px; ``--relative_tol 0.5`` instead matches within half a median cell
+    diameter, so that movies at other magnifications compare fairly.
 
     Args:
         gt: a points CSV (t,y,x), an 'x y frame id' list (HeLa mitoses.txt) or a CTC sequence folder.
@@ -376,6 +381,8 @@ def evaluate_mitosis_command(
         rule: hungarian (one-to-one) or lenient (an event is found if any detection is near it).
         first_frame: score only events and detections from this frame on.
         last_frame: and up to this frame (inclusive).
+        relative_tol: spatial tolerance as a fraction of the median cell diameter (replaces ``spatial_tol``).
+        cell_diameter: that diameter in pixels; default: measured on the masks of ``gt`` when it is a CTC folder.
     """
     from cellgen.data.points import POINTS_FIX, division_points, read_mitosis_points, read_points_csv
     from cellgen.metrics.mitosis import RULES, score_detections
@@ -385,6 +392,8 @@ def evaluate_mitosis_command(
     if spatial_tol < 0 or temporal_tol < 0:
         raise CellgenInputError(None, "--spatial-tol and --temporal-tol must be >= 0", "pass 0 for exact matches")
     gt_points = division_points(checked_sequence(gt)) if Path(gt).is_dir() else read_mitosis_points(gt)
+    if relative_tol is not None:
+        spatial_tol, cell_diameter = _relative_tolerance(gt, relative_tol, cell_diameter)
     if not Path(pred).is_file():
         raise CellgenInputError(pred, "predictions file not found", POINTS_FIX)
     try:
@@ -397,8 +406,23 @@ def evaluate_mitosis_command(
     pred_points = pred_points[(pred_points[:, 0] >= lo) & (pred_points[:, 0] <= hi)]
     metrics = score_detections(gt_points, pred_points, spatial_tol, temporal_tol, rule)
     print(f"{len(gt_points)} events in {gt}, {len(pred_points)} detections in {pred}")
-    print(json.dumps({**metrics, "spatial_tol": spatial_tol, "temporal_tol": temporal_tol, "rule": rule}))
+    extra = {} if relative_tol is None else {"relative_tol": relative_tol, "cell_diameter": round(cell_diameter, 2)}
+    print(json.dumps({**metrics, "spatial_tol": spatial_tol, "temporal_tol": temporal_tol, "rule": rule, **extra}))
     return 0
+
+
+def _relative_tolerance(gt: str, fraction: float, diameter: float | None) -> tuple[float, float]:
+    """(spatial tolerance in pixels, cell diameter): ``fraction`` of the given or measured median cell diameter."""
+    from cellgen.data.mitosis_data import median_cell_diameter
+
+    if fraction <= 0:
+        raise CellgenInputError(None, f"--relative_tol must be positive, got {fraction}", "e.g. 0.5: half a cell")
+    if diameter is None and Path(gt).is_dir():
+        seq = checked_sequence(gt)
+        diameter = median_cell_diameter(seq, seq.frame_indices)
+    if diameter is None or diameter <= 0:
+        raise CellgenInputError(gt, "no cell diameter for --relative_tol", "pass --cell_diameter PIXELS")
+    return fraction * diameter, float(diameter)
 
 
 EVALUATE = {

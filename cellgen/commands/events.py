@@ -22,7 +22,9 @@ from cellgen.models.event_length import EventLengthEstimator, lengths_summary
 SWEEP_KS = [4, 6, 8, 10, 14, 18]  # Phan et al. Table II
 SWEEP_TOLERANCES = [1, 3]
 # mitosis-sweep arguments that pick the table's cells or where it goes, not how a cell is trained or scored.
-SWEEP_LAYOUT_ARGUMENTS = frozenset({"ks", "train_frames", "chosen_k", "k_file", "accelerator", "out"})
+SWEEP_LAYOUT_ARGUMENTS = frozenset(
+    {"ks", "train_frames", "chosen_k", "k_file", "accelerator", "out", "save_checkpoints"}
+)
 
 
 # --------------------------------------------------------------------------------------------- trainer plumbing
@@ -215,6 +217,15 @@ def mitosis_sweep(
     spatial_tol: float = 10.0,
     temporal_tols: list[int] = SWEEP_TOLERANCES,  # noqa: B006
     rule: str = "hungarian",
+    architecture: str = "m3",
+    head: str = "blob",
+    base_channels: int = 32,
+    sigma: float = 2.0,
+    peak_radius: float = 4.0,
+    flip_tta: bool = False,
+    intensity_augment: bool = False,
+    optimizer: str = "rmsprop",
+    save_checkpoints: bool = False,
     accelerator: str = "auto",
     precision: str | None = None,
     seed: int = 0,
@@ -253,6 +264,15 @@ def mitosis_sweep(
         spatial_tol: matching radius in original pixels.
         temporal_tols: matching tolerances in frames, one table column group and heat-map panel each.
         rule: ``hungarian`` (one-to-one) or ``lenient``.
+        architecture: ``m3`` (the paper's ConvLSTM) or ``unet`` (frames stacked as channels).
+        head: ``blob`` (the paper's dilated labels and components) or ``heatmap`` (Gaussian centres and peaks).
+        base_channels: first-level width of the ``unet``.
+        sigma: heat-map Gaussian width in working pixels.
+        peak_radius: heat-map non-maximum suppression radius in working pixels.
+        flip_tta: average the 4 flips of each window at inference.
+        intensity_augment: brightness/contrast, gamma and noise augmentation of the training windows.
+        optimizer: ``rmsprop`` (the paper) or ``adam``.
+        save_checkpoints: keep each run's detector as ``OUT/checkpoints/k{k}_n{N}.ckpt`` (for detect-mitoses).
         accelerator: Lightning accelerator.
         precision: Lightning training precision; None: ``bf16-mixed`` on a GPU, ``32-true`` otherwise
             (``bf16-mixed`` also trains M3 1.6x faster on a CPU with AVX512-BF16).
@@ -320,10 +340,23 @@ def mitosis_sweep(
             samples_per_epoch=max(batch_size * steps, 1),
             event_fraction=event_fraction,
             seed=seed,
+            intensity_augment=intensity_augment,
+            target=head,
+            sigma=sigma,
         )
-        data.use_sequences([MitosisSequence(full.volume, full.points, n)])
+        data.use_sequences([MitosisSequence(full.volume, full.points, n, full.cell_diameter)])
         model = MitosisDetector(
-            sequence_length=k, hidden_channels=hidden_channels, lr=lr, pos_weight=pos_weight, spatial_tol=spatial_tol
+            sequence_length=k,
+            hidden_channels=hidden_channels,
+            lr=lr,
+            pos_weight=pos_weight,
+            spatial_tol=spatial_tol,
+            architecture=architecture,
+            head=head,
+            base_channels=base_channels,
+            peak_radius=peak_radius,
+            flip_tta=flip_tta,
+            optimizer=optimizer,
         )
         trainer = L.Trainer(
             accelerator=accelerator,
@@ -336,6 +369,8 @@ def mitosis_sweep(
             enable_model_summary=False,
         )
         trainer.fit(model, datamodule=data)
+        if save_checkpoints:
+            trainer.save_checkpoint(out_dir / "checkpoints" / f"k{k}_n{n}.ckpt")
         item = data.mitosis_sequences()[0]
         result = model.detect(item)
         first_test = full.first_test_frame if same_test_frames else item.first_test_frame

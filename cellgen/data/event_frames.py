@@ -104,11 +104,50 @@ def load_volume(seq: CTCSequence | str | Path, downscale: float = 1.0, indices: 
         image = seq.image(t)
         if image.shape != full:
             raise CellgenInputError(seq.frame_paths[t], f"frame size {image.shape} differs from {full}")
-        plane = torch.from_numpy(image.astype(np.float32))[None, None]
-        if size != full:
-            plane = F.interpolate(plane, size=size, mode="area")
-        frames.append(plane[0, 0].numpy())
+        frames.append(area_downscale(image, size))
     return FrameVolume(normalise_stack(np.stack(frames)), indices, full, seq.path)
+
+
+def area_downscale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A 2-D frame as float32, area-averaged to ``size`` (h, w) (unchanged when it already has that size)."""
+    plane = torch.from_numpy(np.asarray(image, np.float32))[None, None]
+    if tuple(size) != tuple(plane.shape[-2:]):
+        plane = F.interpolate(plane, size=tuple(size), mode="area")
+    return plane[0, 0].numpy()
+
+
+def load_movie(path: str | Path, downscale: float = 1.0) -> FrameVolume:
+    """Any movie as a normalised volume: a folder of CTC raw frames ``tTTT.tif`` or one multi-page TIFF stack.
+
+    No annotation is needed or read. A stack is (T, H, W) (a single 2-D page is one frame); frame indices are
+    positions in the stack.
+
+    Raises:
+        CellgenInputError: missing path, a folder without frames, an unreadable TIFF or a stack that is not 3-D.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return load_volume(CTCSequence(path), downscale)
+    if not path.is_file():
+        raise CellgenInputError(path, "movie not found", "pass a folder of tTTT.tif frames or a TIFF stack")
+    import tifffile
+
+    try:
+        stack = np.squeeze(tifffile.imread(path))
+    except Exception as exc:  # tifffile/imagecodecs raise many types for damaged files
+        raise CellgenInputError(
+            path, f"cannot decode TIFF ({type(exc).__name__}: {exc})", "the file is corrupt or truncated"
+        ) from exc
+    if stack.size == 0:
+        raise CellgenInputError(path, "cannot decode TIFF: no image data", "the file is corrupt or truncated")
+    stack = stack[None] if stack.ndim == 2 else stack
+    if stack.ndim != 3 or not np.issubdtype(stack.dtype, np.number) or 0 in stack.shape:
+        raise CellgenInputError(path, f"expected a (T, H, W) grey-level stack, got shape {stack.shape}")
+    size = scaled_size(stack.shape[1:], downscale)
+    frames = np.stack([area_downscale(plane, size) for plane in stack])
+    if not np.isfinite(frames).all():
+        raise CellgenInputError(path, "the stack holds NaN or infinite pixels")
+    return FrameVolume(normalise_stack(frames), list(range(len(stack))), tuple(stack.shape[1:]), path)
 
 
 # --------------------------------------------------------------------------------------------- augmentation

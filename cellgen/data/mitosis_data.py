@@ -21,7 +21,7 @@ from scipy import ndimage
 from torch.utils.data import DataLoader, Dataset
 
 from cellgen.data.base import CellgenDataModule
-from cellgen.data.ctc import CTCSequence
+from cellgen.data.ctc import CTCSequence, read_tiff
 from cellgen.data.errors import CellgenInputError
 from cellgen.data.event_frames import EpochSampler, FrameVolume, check_crop, crop_origin, load_volume, random_dihedral
 from cellgen.data.points import division_points, read_mitosis_points
@@ -49,6 +49,40 @@ def label_volume(points: np.ndarray, shape: tuple[int, int, int], dilations: int
     return volume.astype(np.float32)
 
 
+def heatmap_volume(
+    points: np.ndarray, shape: tuple[int, int, int], sigma: float = 2.0, sigma_t: float = 1.0
+) -> np.ndarray:
+    """Gaussian centre targets (T, H, W): the maximum over events of a (t, y, x) Gaussian, exactly 1 at each event.
+
+    The Gaussian is centred on the event's rounded voxel, so the centre is the one voxel the focal loss counts as
+    positive (CenterNet); ``sigma`` is in working pixels, ``sigma_t`` in frames. Points outside the volume in t are
+    ignored, points outside in (y, x) are clipped to the border.
+    """
+    volume = np.zeros(shape, np.float32)
+    if sigma <= 0 or sigma_t <= 0:
+        raise ValueError(f"sigma and sigma_t must be positive, got {sigma}, {sigma_t}")
+    rt, rs = int(np.ceil(3 * sigma_t)), int(np.ceil(3 * sigma))
+    for t, y, x in np.asarray(points, np.float64).reshape(-1, 3):
+        ti = int(round(t))
+        if not 0 <= ti < shape[0]:
+            continue
+        yi, xi = int(np.clip(round(y), 0, shape[1] - 1)), int(np.clip(round(x), 0, shape[2] - 1))
+        ts = np.arange(max(0, ti - rt), min(shape[0], ti + rt + 1))
+        ys = np.arange(max(0, yi - rs), min(shape[1], yi + rs + 1))
+        xs = np.arange(max(0, xi - rs), min(shape[2], xi + rs + 1))
+        g = (
+            np.exp(-((ts - ti) ** 2) / (2 * sigma_t**2))[:, None, None]
+            * np.exp(-((ys - yi) ** 2) / (2 * sigma**2))[None, :, None]
+            * np.exp(-((xs - xi) ** 2) / (2 * sigma**2))[None, None, :]
+        )
+        block = volume[ts[0] : ts[-1] + 1, ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1]
+        np.maximum(block, g.astype(np.float32), out=block)
+    return volume
+
+
+TARGETS = ("blob", "heatmap")
+
+
 # --------------------------------------------------------------------------------------------- sequences
 
 
@@ -60,11 +94,14 @@ class MitosisSequence:
         volume: all frames, normalised and downscaled; ``volume.frames`` is (T, h, w).
         points: (N, 3) mitosis points (t, y, x) with original frame indices and pixels, restricted to loaded frames.
         train_frames: the first ``train_frames`` frames are the annotated training part, the rest the test part.
+        cell_diameter: median equivalent diameter of the cells (original pixels) from the sequence's instance masks;
+            None without masks. A detector stores it so that a movie at another magnification can be rescaled.
     """
 
     volume: FrameVolume
     points: np.ndarray
     train_frames: int
+    cell_diameter: float | None = None
 
     def local_points(self) -> np.ndarray:
         """Points (N, 3) in volume coordinates: frame position and stored pixels."""
@@ -99,7 +136,25 @@ def load_mitosis_sequence(
         points = points[np.isin(np.round(points[:, 0]).astype(int), volume.indices)]
     if not 1 <= train_frames <= len(volume.indices):
         raise CellgenInputError(seq.path, f"train_frames {train_frames} is outside 1..{len(volume.indices)}")
-    return MitosisSequence(volume, points, train_frames)
+    return MitosisSequence(volume, points, train_frames, median_cell_diameter(seq, volume.indices[:train_frames]))
+
+
+def median_cell_diameter(seq: CTCSequence, frames: list[int], samples: int = 5) -> float | None:
+    """Median equivalent diameter 2 sqrt(area / pi) of the cells in up to ``samples`` annotated ``frames``.
+
+    Uses the best instance masks available (SEG, then ST, then TRA); None when none of the frames has one. TRA
+    markers smaller than full masks give a smaller diameter, so prefer sequences with SEG or ST masks.
+    """
+    paths = seq.instance_mask_paths()
+    annotated = [t for t in frames if t in paths]
+    if not annotated:
+        return None
+    chosen = [annotated[i] for i in np.unique(np.linspace(0, len(annotated) - 1, samples).round().astype(int))]
+    diameters: list[float] = []
+    for t in chosen:
+        _, areas = np.unique(read_tiff(paths[t]), return_counts=True)
+        diameters += list(2 * np.sqrt(areas[1:] / np.pi))  # label 0 (background) sorts first
+    return float(np.median(diameters)) if diameters else None
 
 
 # --------------------------------------------------------------------------------------------- training windows
@@ -216,6 +271,10 @@ class MitosisDataModule(CellgenDataModule):
         num_workers: DataLoader workers.
         seed: sampling seed.
         intensity_augment: brightness/contrast, gamma and noise (albumentations; our addition, off by default).
+        target: ``blob`` (dilated points, Sec. III G) or ``heatmap`` (Gaussian centres); None takes the model's
+            ``head``.
+        sigma: heat-map Gaussian width in working pixels (about a quarter of a cell diameter).
+        sigma_t: heat-map Gaussian width in frames.
     """
 
     def __init__(
@@ -235,8 +294,13 @@ class MitosisDataModule(CellgenDataModule):
         num_workers: int = 0,
         seed: int = 0,
         intensity_augment: bool = False,
+        target: str | None = None,
+        sigma: float = 2.0,
+        sigma_t: float = 1.0,
     ) -> None:
         super().__init__(sequences, demo_flavour)
+        if target is not None and target not in TARGETS:
+            raise CellgenInputError(None, f"target must be one of {TARGETS}, got {target!r}")
         self.save_hyperparameters()
         if points and len(points) != len(self.sequence_paths):
             raise CellgenInputError(None, f"{len(points)} points files for {len(self.sequence_paths)} sequences")
@@ -268,6 +332,13 @@ class MitosisDataModule(CellgenDataModule):
             raise CellgenInputError(None, "window is not set and no model with sequence_length is attached")
         return int(model.hparams.sequence_length)
 
+    def target_kind(self) -> str:
+        """``blob`` or ``heatmap``: the configured ``target`` or, when None, the attached model's ``head``."""
+        if self.hparams.target is not None:
+            return self.hparams.target
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        return str(model.hparams.get("head", "blob")) if model is not None else "blob"
+
     def setup(self, stage: str | None = None) -> None:
         if stage not in (None, "fit") or self.train_set is not None:
             return
@@ -275,12 +346,16 @@ class MitosisDataModule(CellgenDataModule):
         if n < k:
             raise CellgenInputError(None, f"train_frames {n} < window {k}", "the paper needs N >= k annotated frames")
         frames, labels, points = [], [], []
+        heatmap = self.target_kind() == "heatmap"
         for item in self.mitosis_sequences():
             train = item.volume.frames[:n]
             local = item.local_points()
             local = local[local[:, 0] < n]
             frames.append(train)
-            labels.append(label_volume(local, train.shape, self.hparams.dilations))
+            if heatmap:
+                labels.append(heatmap_volume(local, train.shape, self.hparams.sigma, self.hparams.sigma_t))
+            else:
+                labels.append(label_volume(local, train.shape, self.hparams.dilations))
             points.append(local)
         self.train_set = MitosisWindowDataset(
             frames,
