@@ -52,6 +52,17 @@ class FlowVideoDiffusion(VideoDiffusion):
             recompute=hp.recompute,
         )
 
+    # Extension fixes the intensity of the overlapping frames only: each chunk's flow is min-max normalised on its own
+    # (as the training videos were), so the previous chunk's normalised flow values are not this chunk's.
+    conditioning_channels = (0,)
+
+    def splice(self, video: torch.Tensor, chunk: torch.Tensor, overlap: int) -> torch.Tensor:
+        """Intensity: the new frames. Flow frame k is the motion k -> k+1 (the last one a copy): the new chunk
+        supplies every transition from the last overlapping frame on, replacing the old chunk's final copy."""
+        intensity = torch.cat([video[:, :1], chunk[:, :1, overlap:]], dim=2)
+        flow = torch.cat([video[:, 1:, :-1], chunk[:, 1:, overlap - 1 :]], dim=2)
+        return torch.cat([intensity, flow], dim=1)
+
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "typical_flow_range"):
