@@ -42,6 +42,10 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
         "cellgen.commands.synthesize:synthesize",
         "write N annotated synthetic sequences from a BVDM checkpoint",
     ),
+    "sample": (
+        "cellgen.commands.sample:sample",
+        "write N videos of any length (TIFF + GIF grid) from a video diffusion checkpoint",
+    ),
     "evaluate": (
         "cellgen.commands.evaluate:EVALUATE",
         "score results: ctc, downstream, fid/fvd, morphology, mitosis",

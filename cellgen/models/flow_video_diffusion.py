@@ -68,14 +68,9 @@ class FlowVideoDiffusion(VideoDiffusion):
         if datamodule is not None and hasattr(datamodule, "typical_flow_range"):
             self.flow_range.copy_(torch.as_tensor(datamodule.typical_flow_range()))
 
-    def predict_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
-        """Generate (I, U, V) videos, one per global sample index in ``batch`` (B,).
-
-        Returns:
-            ``{"index": (B,), "video": (B, 1, T, H, W) in [0, 1], "flow": (B, 2, T-1, H, W) pixels per frame}``;
-            the last flow frame (a copy of the one before it in the training data) is dropped.
+    def outputs(self, videos: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Generated (I, U, V) videos (B, 3, T, H, W) -> ``{"video": (B, 1, T, H, W) in [0, 1], "flow": (B, 2, T-1,
+        H, W) pixels per frame}``; the last flow frame (a copy of the one before it in the training data) is dropped.
         """
-        out = super().predict_step(batch, batch_idx, dataloader_idx)
-        videos = out["video"]
-        flow = denormalise_flow(videos[:, 1:, :-1], self.flow_range.cpu())
-        return {"index": out["index"], "video": videos[:, :1], "flow": flow}
+        videos = videos.float().cpu()
+        return {"video": videos[:, :1], "flow": denormalise_flow(videos[:, 1:, :-1], self.flow_range.cpu())}

@@ -238,23 +238,42 @@ class VideoDiffusion(DiffusionModule):
             video = self.splice(video, chunk, overlap)
         return diffusion.from_model_range(video[:, :, :num_frames])
 
-    def generate_frames(self, generators: Sequence[torch.Generator], num_frames: int | None = None) -> torch.Tensor:
-        """``generate`` then, for more than ``num_frames`` frames, :meth:`extend` with the same generators.
+    def generate_frames(
+        self,
+        generators: Sequence[torch.Generator],
+        num_frames: int | None = None,
+        num_steps: int | None = None,
+        eta: float | None = None,
+        overlap: int | None = None,
+        guidance_weight: float | None = None,
+        use_ema: bool = True,
+    ) -> torch.Tensor:
+        """Videos of any length: :meth:`generate` one chunk, then :meth:`extend` it with the same generators.
+
+        Args:
+            generators: one per video (:meth:`sample_generators`).
+            num_frames: frames per video (default: ``predict_frames``, else ``num_frames``).
+            num_steps, eta: DDIM steps and stochasticity (defaults: the hyperparameters).
+            overlap, guidance_weight: see :meth:`extend`.
+            use_ema: sample with the EMA weights when present.
 
         Returns:
             (B, C, num_frames, H, W) in [0, 1].
         """
         num_frames = num_frames or self.hparams.predict_frames or self.hparams.num_frames
-        videos = self.generate(generators)
+        videos = self.generate(generators, "ddim", num_steps, eta, use_ema)
         if num_frames <= videos.shape[2]:
             return videos[:, :, :num_frames]
-        return self.extend(videos, num_frames, generators)
+        return self.extend(videos, num_frames, generators, overlap, guidance_weight, num_steps, eta, use_ema)
+
+    def outputs(self, videos: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What a user receives for generated videos (B, C, T, H, W): ``{"video": (B, 1, T, H, W) in [0, 1]}``."""
+        return {"video": videos.float().cpu()}
 
     def predict_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """Generate one video of ``predict_frames`` frames per global sample index in ``batch`` (B,).
 
         Returns:
-            ``{"index": (B,) long, "video": (B, C, T, H, W) in [0, 1]}`` for the prediction writer.
+            ``{"index": (B,) long, **outputs(videos)}`` for the prediction writer.
         """
-        videos = self.generate_frames(self.sample_generators(batch))
-        return {"index": batch.detach().cpu(), "video": videos.float().cpu()}
+        return {"index": batch.detach().cpu(), **self.outputs(self.generate_frames(self.sample_generators(batch)))}
