@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from cellgen.data.atomic import atomic_file
 from cellgen.data.errors import CellgenInputError
@@ -65,16 +64,6 @@ def generate_videos(
     return out
 
 
-def _device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CellgenInputError(None, f"--device {device}: no CUDA device on this machine", "use --device cpu")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise CellgenInputError(None, f"--device must be auto, cpu or cuda, got {device!r}", "use --device auto")
-    return device
-
-
 def sample(
     *,
     ckpt: str,
@@ -113,6 +102,7 @@ def sample(
     """
     from cellgen.callbacks.previews import to_uint8, video_grid, write_gif
     from cellgen.callbacks.video_writer import write_video_sample
+    from cellgen.commands.synthesize import resolve_device
 
     for name, value in (("num", num), ("batch_size", batch_size), ("steps", steps or 1), ("frames", frames or 1)):
         if value < 1:
@@ -120,7 +110,7 @@ def sample(
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise CellgenInputError(out_dir, "--out is a file, not a folder", "pass a folder, e.g. runs/samples")
-    model = load_video_model(ckpt, _device(device))
+    model = load_video_model(ckpt, resolve_device(device))
     if seed is not None:
         model.hparams.seed = seed
     began = time.perf_counter()
