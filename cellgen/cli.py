@@ -48,7 +48,7 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "evaluate": (
         "cellgen.commands.evaluate:EVALUATE",
-        "score results: ctc, downstream, fid/fvd, morphology, mitosis",
+        "score results: ctc, downstream, fid/fvd, morphology, mitosis, video (a checkpoint's FID/FVD)",
     ),
     "estimate-k": ("cellgen.commands.events:estimate_k", "estimate event length and the detector's k"),
     "mitosis-sweep": ("cellgen.commands.events:mitosis_sweep", "the Phan et al. k x frames experiment"),

@@ -16,6 +16,7 @@ from cellgen.callbacks.previews import video_grid
 from cellgen.cli import main
 from cellgen.models.flow_video_diffusion import FlowVideoDiffusion
 from cellgen.models.video_diffusion import VideoDiffusion
+from tests.test_metrics_fid import needs_i3d, needs_inception
 from tests.test_video_diffusion import TINY
 
 
@@ -70,3 +71,34 @@ def test_video_grid_tiles_rows_and_columns() -> None:
     grid = video_grid(videos, columns=2, gap=1)
     assert grid.shape == (3, 3 * 4 + 2, 2 * 5 + 1)
     assert grid[0, 0, 0] == 0 and grid[0, 5, 6] == 3 and grid[0, 10, 0] == 4 and grid[0, 10, 6] == 255
+
+
+# --------------------------------------------------------------------------------------------- evaluate video
+
+
+@pytest.mark.slow  # the real Inception and I3D on CPU: about a minute alone, several on a loaded machine
+@needs_inception
+@needs_i3d
+def test_evaluate_video_reports_ratios_to_the_real_floor(
+    tmp_path: Path, demo_phc: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Trains nothing: a checkpoint (with its data module's settings) in, one JSON line of FID/FVD and floors out."""
+    ckpt = _checkpoint(VideoDiffusion(**TINY), tmp_path / "m.ckpt")
+    state = torch.load(ckpt, weights_only=True)
+    state["datamodule_hyper_parameters"] = {
+        "sequences": [str(demo_phc)], "patch_size": 16, "overlap": 0.0, "num_frames": 4, "start_frames": [0],
+        "frame_skip": 1, "region": [0.0, 1.0, 0.0, 0.5], "cache_dir": str(tmp_path / "cache"),
+    }  # fmt: skip
+    torch.save(state, ckpt)
+    args = ["evaluate", "video", "--ckpt", str(ckpt), "--num_videos", "2", "--frames", "6", "--fid_frames", "2"]
+    args += ["--out", str(tmp_path / "e")]
+    assert main([*args, "--test_region", "[0, 1, 0.5, 1]"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["videos"] == 2 and row["frames"] == 6 and set(row["windows"]) == {"0-4", "2-6"}
+    assert row["FVD_floor"] > 0 and row["FVD_ratio"] == pytest.approx(row["FVD"] / row["FVD_floor"])
+    assert row["FID_ratio"] == pytest.approx(row["FID"] / row["FID_floor"])
+    assert row["FVD_last_over_first"] == pytest.approx(row["windows"]["2-6"]["FVD"] / row["FVD"])
+    assert np.load(tmp_path / "e" / "generated.npz")["videos"].shape == (2, 6, 16, 16)
+    assert list((tmp_path / "cache").glob("real-*-test.npz"))  # the real features are kept for the next
+    assert main([*args, "--test_region", "[0, 1, 0.25, 1]"]) == 2  # overlaps the training half
+    assert "overlaps the training region" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""``cellgen evaluate ...``: score results (ctc), training data (downstream), realism (fid, morphology), mitosis.
+"""``cellgen evaluate ...``: score results (ctc), training data (downstream), realism (fid, morphology, video), mitosis.
 
 Plain typed functions; jsonargparse builds their options (and ``--config``) from the signatures. Each prints one
 JSON line last and returns 0; bad input raises :class:`~cellgen.data.errors.CellgenInputError` (exit status 2).
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cellgen.commands.downstream import DownstreamBudget
+from cellgen.commands.evaluate_video import evaluate_video_command
 from cellgen.data.ctc import checked_sequence
 from cellgen.data.errors import CellgenInputError
 
@@ -407,4 +408,5 @@ EVALUATE = {
     "fid": evaluate_fid_command,
     "morphology": evaluate_morphology_command,
     "mitosis": evaluate_mitosis_command,
+    "video": evaluate_video_command,
 }
