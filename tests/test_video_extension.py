@@ -9,17 +9,9 @@ from cellgen.diffusion import DiffusionSchedule
 from cellgen.diffusion.guidance import frame_mask, sample_with_known
 from cellgen.models.flow_video_diffusion import FlowVideoDiffusion
 from cellgen.models.video_diffusion import VideoDiffusion
+from tests.test_video_diffusion import TINY
 
-TINY10 = {
-    "num_frames": 10,
-    "image_size": 8,
-    "base_channels": 8,
-    "channel_mults": (1, 2),
-    "num_res_blocks": 1,
-    "spatial_attention": ("linear", "full"),
-    "head_channels": 4,
-    "sampling_steps": 2,
-}
+TINY10 = {**TINY, "num_frames": 10, "image_size": 8, "sampling_steps": 2}
 
 
 class GaussianVideoDenoiser:
