@@ -130,7 +130,7 @@ def evaluate_video_command(
         wandb_project: also log the table to this W&B project (offline unless WANDB_MODE is set).
     """
     from cellgen.callbacks.previews import to_uint8, video_grid, write_gif
-    from cellgen.commands.evaluate import write_report
+    from cellgen.commands.reports import write_report
     from cellgen.commands.sample import generate_videos, load_video_model
     from cellgen.commands.synthesize import resolve_device
     from cellgen.data.cache import resolve_cache_dir
