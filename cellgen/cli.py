@@ -42,9 +42,13 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
         "cellgen.commands.synthesize:synthesize",
         "write N annotated synthetic sequences from a BVDM checkpoint",
     ),
+    "sample": (
+        "cellgen.commands.sample:sample",
+        "write N videos of any length (TIFF + GIF grid) from a video diffusion checkpoint",
+    ),
     "evaluate": (
         "cellgen.commands.evaluate:EVALUATE",
-        "score results: ctc, downstream, fid/fvd, morphology, mitosis",
+        "score results: ctc, downstream, fid/fvd, morphology, mitosis, video (a checkpoint's FID/FVD)",
     ),
     "estimate-k": ("cellgen.commands.events:estimate_k", "estimate event length and the detector's k"),
     "mitosis-sweep": ("cellgen.commands.events:mitosis_sweep", "the Phan et al. k x frames experiment"),

@@ -82,3 +82,18 @@ def test_datamodule_defaults_to_demo_data(tmp_path: Path) -> None:
     batch = next(iter(dm.train_dataloader()))
     assert batch.shape == (2, 1, 10, 128, 128) and batch.dtype == torch.float32
     assert len(dm.train_set) + len(dm.val_set) == 9
+
+
+def test_regions_cut_disjoint_pixels(demo_phc: Path) -> None:
+    """A train region and a test region share no pixel: the real test set of `cellgen evaluate video`."""
+    seq = CTCSequence(demo_phc)
+    height, width = seq.shape
+    base = {"patch_size": 16, "overlap": 0.0, "num_frames": 2}
+    left = extract_patch_videos(seq, PatchVideoSpec(**base, region=(0.0, 1.0, 0.0, 0.5)))
+    right = extract_patch_videos(seq, PatchVideoSpec(**base, region=(0.0, 1.0, 0.5, 1.0)))
+    whole = extract_patch_videos(seq, PatchVideoSpec(**base))
+    assert len(left) == (height // 16) * (width // 2 // 16) == len(right)
+    assert len(whole) == (height // 16) * (width // 16)
+    assert PatchVideoSpec(**base).key() != PatchVideoSpec(**base, region=(0.0, 1.0, 0.0, 0.5)).key()
+    with pytest.raises(CellgenInputError, match="region"):
+        extract_patch_videos(seq, PatchVideoSpec(**base, region=(0.0, 1.0, 0.6, 0.5)))

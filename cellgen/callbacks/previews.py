@@ -120,3 +120,22 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     with atomic_file(path) as tmp:
         imageio.imwrite(tmp, image, format="PNG")
     return path
+
+
+def video_grid(videos: list[np.ndarray], columns: int = 4, gap: int = 2) -> np.ndarray:
+    """Tile (T, H, W) or (T, H, W, 3) uint8 videos of one shape into one (T, H', W'[, 3]) video, row by row,
+    white between tiles (the first ``min(T)`` frames of each); one GIF shows many samples playing together."""
+    if not videos:
+        raise ValueError("video_grid needs at least one video")
+    frames = min(len(v) for v in videos)
+    tile = videos[0].shape[1:]
+    if any(v.shape[1:] != tile for v in videos):
+        raise ValueError(f"videos must share (H, W[, 3]); got {sorted({v.shape[1:] for v in videos})}")
+    columns = max(1, min(columns, len(videos)))
+    rows = -(-len(videos) // columns)
+    height, width = tile[0], tile[1]
+    grid = np.full((frames, rows * (height + gap) - gap, columns * (width + gap) - gap, *tile[2:]), 255, np.uint8)
+    for i, video in enumerate(videos):
+        y, x = (i // columns) * (height + gap), (i % columns) * (width + gap)
+        grid[:, y : y + height, x : x + width] = video[:frames]
+    return grid

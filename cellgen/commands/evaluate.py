@@ -1,4 +1,4 @@
-"""``cellgen evaluate ...``: score results (ctc), training data (downstream), realism (fid, morphology), mitosis.
+"""``cellgen evaluate ...``: score results (ctc), training data (downstream), realism (fid, morphology, video), mitosis.
 
 Plain typed functions; jsonargparse builds their options (and ``--config``) from the signatures. Each prints one
 JSON line last and returns 0; bad input raises :class:`~cellgen.data.errors.CellgenInputError` (exit status 2).
@@ -9,15 +9,14 @@ stays fast. List options take ``--train [A,B]`` or a single ``--train A``.
 from __future__ import annotations
 
 import json
-import math
-import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from cellgen.commands.downstream import DownstreamBudget
+from cellgen.commands.evaluate_video import evaluate_video_command
+from cellgen.commands.reports import format_cell, jsonable, markdown_table, write_report
 from cellgen.data.ctc import checked_sequence
 from cellgen.data.errors import CellgenInputError
 
@@ -31,87 +30,6 @@ def _as_list(value: Sequence[str] | str | None) -> list[str]:
     if value is None:
         return []
     return [value] if isinstance(value, str) else list(value)
-
-
-def _cell(value: object) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
-def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str]) -> str:
-    """A GitHub Markdown table of ``rows`` (dicts) restricted to ``columns``; floats with 3 decimals."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _jsonable(value: object) -> object:
-    """NaN/inf become null and numpy scalars plain numbers, so report.json is strict JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _active_wandb(project: str | None, out: Path, title: str):  # -> wandb run or None
-    """The W&B run to log into: an already active run, or a new one when ``project`` is given (offline unless
-    ``WANDB_MODE`` says otherwise, as in configs/logger/wandb.yaml). None when W&B is not configured."""
-    running = sys.modules.get("wandb")
-    if running is not None and getattr(running, "run", None) is not None:
-        return running.run
-    if not project:
-        return None
-    import wandb
-
-    os.environ.setdefault("WANDB_MODE", "offline")
-    return wandb.init(project=project, dir=str(out), job_type="evaluate", name=title, reinit="finish_previous")
-
-
-def write_report(
-    out: str | Path,
-    title: str,
-    rows: Sequence[Mapping[str, object]],
-    columns: Sequence[str],
-    extra: Mapping[str, object] | None = None,
-    plots: Mapping[str, str | Path] | None = None,
-    wandb_project: str | None = None,
-) -> dict[str, Path]:
-    """Write ``report.json`` (rows + extra), ``report.md`` (title, table, plots) into ``out``; log to W&B.
-
-    W&B receives the table and the plots (as images) only when a run is active or ``wandb_project`` is given;
-    wandb is imported only then.
-
-    Returns:
-        ``{"json": path, "markdown": path}``.
-    """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    plots = {name: Path(path) for name, path in (plots or {}).items()}
-    payload = _jsonable({"title": title, "rows": list(rows), **(extra or {})})
-    json_path, md_path = out / "report.json", out / "report.md"
-    json_path.write_text(json.dumps(payload, indent=2) + "\n")
-    body = [f"# {title}", "", markdown_table(rows, columns), ""]
-    body += [
-        f"![{name}]({path.relative_to(out) if path.is_relative_to(out) else path})" for name, path in plots.items()
-    ]
-    md_path.write_text("\n".join(body).rstrip() + "\n")
-    run = _active_wandb(wandb_project, out, title)
-    if run is not None:
-        import wandb
-
-        table = wandb.Table(columns=list(columns), data=[[_jsonable(r.get(c)) for c in columns] for r in rows])
-        run.log({f"{title}/table": table, **{f"{title}/{k}": wandb.Image(str(p)) for k, p in plots.items()}})
-        if wandb_project:
-            run.finish()
-    return {"json": json_path, "markdown": md_path}
 
 
 def _bar_plot(path: Path, rows: Sequence[Mapping[str, object]], keys: Sequence[str], title: str) -> Path:
@@ -150,7 +68,7 @@ def evaluate_ctc_command(*, gt: str, res: str, threads: int = 1) -> int:
     from cellgen.metrics.ctc_measures import evaluate_ctc
 
     scores = evaluate_ctc(gt, res, threads=threads)
-    print(json.dumps(_jsonable({"gt": gt, "res": res, **scores})))
+    print(json.dumps(jsonable({"gt": gt, "res": res, **scores})))
     return 0
 
 
@@ -195,7 +113,8 @@ def evaluate_downstream_command(
     for name, sequences in sets:
         row = run_downstream(sequences, test, str(out_dir / name), budget, seed, name)
         rows.append(row)
-        print(f"{name}: " + ", ".join(f"{k} {_cell(row[k])}" for k in SCORES) + f" ({row['wall_s']} s)", flush=True)
+        scores = ", ".join(f"{k} {format_cell(row[k])}" for k in SCORES)
+        print(f"{name}: {scores} ({row['wall_s']} s)", flush=True)
     table = list(rows)
     ratio = None
     real = rows[0]
@@ -210,7 +129,7 @@ def evaluate_downstream_command(
     write_report(out_dir, "downstream", table, columns, {"ratio": ratio, "test": test}, {"scores": plot}, wandb_project)
     print(markdown_table(table, columns))
     summary = [{k: row.get(k) for k in ("name", *SCORES, "wall_s", "train")} for row in rows]
-    print(json.dumps(_jsonable({"rows": summary, "ratio": ratio, "report": str(out_dir / "report.json")})))
+    print(json.dumps(jsonable({"rows": summary, "ratio": ratio, "report": str(out_dir / "report.json")})))
     return 0
 
 
@@ -290,7 +209,7 @@ def evaluate_fid_command(
         raise CellgenInputError(None, str(exc)) from exc
     row = {"name": "synthetic vs real", **scores, "real_frames": len(real_frames), "synthetic_frames": len(fake_frames)}
     write_report(out, "fid", [row], list(row), {"real": real_paths, "synthetic": synth_paths}, None, wandb_project)
-    print(json.dumps(_jsonable(row)))
+    print(json.dumps(jsonable(row)))
     return 0
 
 
@@ -352,7 +271,7 @@ def evaluate_morphology_command(
     extra = {"real": real_paths, "synthetic": synth_paths, "cells": [len(real_table["area"]), len(synth_table["area"])]}
     write_report(out, "morphology", rows, columns, extra, {"violins": plot}, wandb_project)
     print(markdown_table(rows, columns))
-    print(json.dumps(_jsonable({"morphology": stats, "temporal_consistency": {"real": real_tc, "synth": synth_tc}})))
+    print(json.dumps(jsonable({"morphology": stats, "temporal_consistency": {"real": real_tc, "synth": synth_tc}})))
     return 0
 
 
@@ -431,4 +350,5 @@ EVALUATE = {
     "fid": evaluate_fid_command,
     "morphology": evaluate_morphology_command,
     "mitosis": evaluate_mitosis_command,
+    "video": evaluate_video_command,
 }

@@ -25,7 +25,7 @@ TEXTURES = ("ddpm", "statistical")
 SAMPLERS = ("ddim", "ddpm")
 
 
-def _device(device: str) -> str:
+def resolve_device(device: str) -> str:
     """``auto`` picks CUDA when present; an explicit ``cuda`` on a machine without one is refused in one line."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -143,7 +143,7 @@ def synthesize(
     if later_steps is not None and later_steps < 1:
         raise CellgenInputError(None, f"--later-steps must be at least 1, got {later_steps}", "pass --later-steps 3")
     height, width = _parse_size(size)
-    target = _device(device)
+    target = resolve_device(device)
     ckpt_path = Path(ckpt).expanduser()
     settings = {"ckpt": str(ckpt_path.resolve()), "frames": frames, "size": f"{height}x{width}", "cells": cells}
     settings |= {"divisions": divisions, "sampler": sampler, "later_sampler": later_sampler}

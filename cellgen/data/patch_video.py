@@ -36,9 +36,22 @@ class PatchVideoSpec:
     num_frames: int = 10
     start_frames: tuple[int, ...] = (0,)
     frame_skip: int = 1
+    region: tuple[float, float, float, float] | None = None
 
     def key(self) -> str:
-        return hashlib.sha1(repr(sorted(asdict(self).items())).encode()).hexdigest()[:10]
+        fields = asdict(self)
+        if fields["region"] is None:
+            del fields["region"]  # caches written before regions existed stay valid
+        return hashlib.sha1(repr(sorted(fields.items())).encode()).hexdigest()[:10]
+
+    def crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """Pixel box ``(y0, y1, x0, x1)`` of ``region`` (fractions of the frame) in a ``height x width`` frame."""
+        if self.region is None:
+            return 0, height, 0, width
+        y0, y1, x0, x1 = self.region
+        if not (0 <= y0 < y1 <= 1 and 0 <= x0 < x1 <= 1):
+            raise ValueError(f"region must be fractions (y0, y1, x0, x1) with 0 <= y0 < y1 <= 1, got {self.region}")
+        return round(y0 * height), round(y1 * height), round(x0 * width), round(x1 * width)
 
 
 def patch_origins(length: int, patch: int, overlap: float) -> list[int]:
@@ -66,16 +79,20 @@ def extract_patch_videos(seq: CTCSequence, spec: PatchVideoSpec) -> np.ndarray:
     Returns:
         float32 array (N, 1, T, P, P) in [0, 1], one video per (start frame, patch position).
     """
-    height, width = seq.shape
+    try:
+        top, bottom, left, right = spec.crop_box(*seq.shape)
+    except ValueError as exc:
+        raise CellgenInputError(seq.path, str(exc), "e.g. region [0, 1, 0, 0.75]") from exc
+    height, width = bottom - top, right - left
     ys, xs = (
-        patch_origins(height, spec.patch_size, spec.overlap),
-        patch_origins(width, spec.patch_size, spec.overlap),
+        [top + y for y in patch_origins(height, spec.patch_size, spec.overlap)],
+        [left + x for x in patch_origins(width, spec.patch_size, spec.overlap)],
     )
     if not ys or not xs:
         raise CellgenInputError(
             seq.path,
-            f"frames of {height}x{width} are smaller than the {spec.patch_size}px patch",
-            "lower patch_size",
+            f"frames (or their region) of {height}x{width} are smaller than the {spec.patch_size}px patch",
+            "lower patch_size or widen region",
         )
     indices = seq.frame_indices
     span = (spec.num_frames - 1) * spec.frame_skip
@@ -180,6 +197,9 @@ class PatchVideoDataModule(TrainValDataModule):
         split_seed: seed of the train/val split.
         num_predict: videos ``cellgen predict`` generates; sample ``i`` has its own seed, so the result does not
             depend on the batch size or the number of devices.
+        region: ``(y0, y1, x0, x1)`` fractions of the frame that patches come from (None: the whole frame); a
+            model trained on one region can be tested on the rest (disjoint pixels, e.g. ``[0, 1, 0, 0.75]`` for
+            training and ``[0, 1, 0.75, 1]`` for the real test set of ``cellgen evaluate video``).
     """
 
     flow_channels: tuple[int, int] | None = None
@@ -200,10 +220,12 @@ class PatchVideoDataModule(TrainValDataModule):
         cache_dir: str | None = "auto",
         split_seed: int = 0,
         num_predict: int = 16,
+        region: tuple[float, float, float, float] | None = None,
     ) -> None:
         super().__init__(sequences, demo_flavour)
         self.save_hyperparameters()
-        self.spec = PatchVideoSpec(patch_size, overlap, num_frames, tuple(start_frames), frame_skip)
+        region = tuple(float(v) for v in region) if region is not None else None
+        self.spec = PatchVideoSpec(patch_size, overlap, num_frames, tuple(start_frames), frame_skip, region)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 

@@ -52,19 +52,25 @@ class FlowVideoDiffusion(VideoDiffusion):
             recompute=hp.recompute,
         )
 
+    # Extension fixes the intensity of the overlapping frames only: each chunk's flow is min-max normalised on its own
+    # (as the training videos were), so the previous chunk's normalised flow values are not this chunk's.
+    conditioning_channels = (0,)
+
+    def splice(self, video: torch.Tensor, chunk: torch.Tensor, overlap: int) -> torch.Tensor:
+        """Intensity: the new frames. Flow frame k is the motion k -> k+1 (the last one a copy): the new chunk
+        supplies every transition from the last overlapping frame on, replacing the old chunk's final copy."""
+        intensity = torch.cat([video[:, :1], chunk[:, :1, overlap:]], dim=2)
+        flow = torch.cat([video[:, 1:, :-1], chunk[:, 1:, overlap - 1 :]], dim=2)
+        return torch.cat([intensity, flow], dim=1)
+
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "typical_flow_range"):
             self.flow_range.copy_(torch.as_tensor(datamodule.typical_flow_range()))
 
-    def predict_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
-        """Generate (I, U, V) videos, one per global sample index in ``batch`` (B,).
-
-        Returns:
-            ``{"index": (B,), "video": (B, 1, T, H, W) in [0, 1], "flow": (B, 2, T-1, H, W) pixels per frame}``;
-            the last flow frame (a copy of the one before it in the training data) is dropped.
+    def outputs(self, videos: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Generated (I, U, V) videos (B, 3, T, H, W) -> ``{"video": (B, 1, T, H, W) in [0, 1], "flow": (B, 2, T-1,
+        H, W) pixels per frame}``; the last flow frame (a copy of the one before it in the training data) is dropped.
         """
-        out = super().predict_step(batch, batch_idx, dataloader_idx)
-        videos = out["video"]
-        flow = denormalise_flow(videos[:, 1:, :-1], self.flow_range.cpu())
-        return {"index": out["index"], "video": videos[:, :1], "flow": flow}
+        videos = videos.float().cpu()
+        return {"video": videos[:, :1], "flow": denormalise_flow(videos[:, 1:, :-1], self.flow_range.cpu())}

@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from cellgen.diffusion.guidance import frame_mask, sample_with_known
 from cellgen.diffusion.model import DenoisingDiffusion
 from cellgen.models.diffusion_module import DiffusionModule
 from cellgen.nn.unet3d import UNet3D
@@ -50,6 +51,12 @@ class VideoDiffusion(DiffusionModule):
         eta: DDIM stochasticity (0 = deterministic given the initial noise).
         seed: base seed of predicted samples; sample ``i`` uses ``seed * 1_000_003 + i``, so a sample never
             depends on the batch size or the number of devices.
+        predict_frames: frames of a predicted video (None: ``num_frames``); longer videos are extended chunk by
+            chunk (:meth:`extend`).
+        extend_overlap: frames of the previous chunk each new chunk is conditioned on (None: half of
+            ``num_frames``); a chunk adds ``num_frames - extend_overlap`` frames.
+        guidance_weight: reconstruction-guidance weight w_r on the overlapping frames (Ho et al. 2022, Sec. 3.1:
+            w_r > 1 is better); 0 is the replacement method.
     """
 
     def __init__(
@@ -74,11 +81,17 @@ class VideoDiffusion(DiffusionModule):
         sampling_steps: int = 50,
         eta: float = 0.0,
         seed: int = 0,
+        predict_frames: int | None = None,
+        extend_overlap: int | None = None,
+        guidance_weight: float = 4.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if loss not in ("l1", "l2"):
             raise ValueError(f"loss must be 'l1' or 'l2', got {loss!r}")
+        overlap = num_frames // 2 if extend_overlap is None else extend_overlap
+        if not 1 <= overlap < num_frames:
+            raise ValueError(f"extend_overlap must lie in [1, {num_frames - 1}] (num_frames - 1), got {overlap}")
         factor = 2 ** (len(channel_mults) - 1)
         if image_size % factor:
             raise ValueError(f"image_size {image_size} must be divisible by {factor} for {len(channel_mults)} levels")
@@ -158,11 +171,109 @@ class VideoDiffusion(DiffusionModule):
             autocast=self.device.type == "cuda",
         )
 
-    def predict_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
-        """Generate one video per global sample index in ``batch`` (B,).
+    # ----------------------------------------------------------------------------------------- any length
+
+    #: channels the overlapping frames fix when extending (None: all); the flow model fixes intensity only.
+    conditioning_channels: tuple[int, ...] | None = None
+
+    def splice(self, video: torch.Tensor, chunk: torch.Tensor, overlap: int) -> torch.Tensor:
+        """Append the new frames of ``chunk`` (B, C, T, H, W), whose first ``overlap`` frames repeat the end of
+        ``video`` (B, C, T', H, W); subclasses with per-transition channels (flow) splice those differently."""
+        return torch.cat([video, chunk[:, :, overlap:]], dim=2)
+
+    @torch.no_grad()
+    def extend(
+        self,
+        videos: torch.Tensor,
+        num_frames: int,
+        generators: Sequence[torch.Generator],
+        overlap: int | None = None,
+        guidance_weight: float | None = None,
+        num_steps: int | None = None,
+        eta: float | None = None,
+        use_ema: bool = True,
+    ) -> torch.Tensor:
+        """Extend videos autoregressively to ``num_frames`` frames (Ho et al. 2022, Sec. 3.1).
+
+        Each new ``T``-frame chunk is sampled with its first ``overlap`` frames fixed to the last ``overlap`` frames
+        so far (:func:`~cellgen.diffusion.guidance.sample_with_known`, reconstruction guidance with weight w_r) and
+        its remaining frames appended, so a 10-frame model makes videos of any length.
+
+        Args:
+            videos: (B, C, T0, H, W) in [0, 1] with T0 >= ``overlap``.
+            num_frames: frames wanted; a shorter request returns the first ``num_frames`` frames.
+            generators: one per video; they carry on from wherever the caller left them.
+            overlap: frames each chunk is conditioned on (default: ``extend_overlap``).
+            guidance_weight: w_r (default: the ``guidance_weight`` hyperparameter).
+            num_steps: DDIM steps per chunk (default: ``sampling_steps``).
+            eta: DDIM stochasticity (default: the ``eta`` hyperparameter).
+            use_ema: sample with the EMA weights when present.
 
         Returns:
-            ``{"index": (B,) long, "video": (B, C, T, H, W) in [0, 1]}`` for the prediction writer.
+            (B, C, num_frames, H, W) in [0, 1].
         """
-        videos = self.generate(self.sample_generators(batch))
-        return {"index": batch.detach().cpu(), "video": videos.float().cpu()}
+        hp = self.hparams
+        overlap = overlap or hp.extend_overlap or hp.num_frames // 2
+        if not 1 <= overlap < hp.num_frames or videos.shape[2] < overlap:
+            raise ValueError(f"overlap must lie in [1, {hp.num_frames - 1}] and within the {videos.shape[2]} frames")
+        weight = hp.guidance_weight if guidance_weight is None else guidance_weight
+        diffusion = self.diffusion
+        mask = frame_mask((1, hp.channels, hp.num_frames), slice(0, overlap), self.conditioning_channels, self.device)
+        denoise = diffusion.denoise_fn(use_ema)
+        video = diffusion.to_model_range(videos.to(self.device).float())
+        while video.shape[2] < num_frames:
+            known = torch.zeros(len(video), *self.video_shape, device=self.device)
+            known[:, :, :overlap] = video[:, :, -overlap:]
+            chunk = sample_with_known(
+                denoise,
+                diffusion.schedule,
+                known,
+                mask,
+                weight=weight,
+                num_steps=num_steps or hp.sampling_steps,
+                eta=hp.eta if eta is None else eta,
+                generator=list(generators),
+                clip_x0=diffusion.model_range,
+            )
+            video = self.splice(video, chunk, overlap)
+        return diffusion.from_model_range(video[:, :, :num_frames])
+
+    def generate_frames(
+        self,
+        generators: Sequence[torch.Generator],
+        num_frames: int | None = None,
+        num_steps: int | None = None,
+        eta: float | None = None,
+        overlap: int | None = None,
+        guidance_weight: float | None = None,
+        use_ema: bool = True,
+    ) -> torch.Tensor:
+        """Videos of any length: :meth:`generate` one chunk, then :meth:`extend` it with the same generators.
+
+        Args:
+            generators: one per video (:meth:`sample_generators`).
+            num_frames: frames per video (default: ``predict_frames``, else ``num_frames``).
+            num_steps, eta: DDIM steps and stochasticity (defaults: the hyperparameters).
+            overlap, guidance_weight: see :meth:`extend`.
+            use_ema: sample with the EMA weights when present.
+
+        Returns:
+            (B, C, num_frames, H, W) in [0, 1].
+        """
+        num_frames = num_frames or self.hparams.predict_frames or self.hparams.num_frames
+        videos = self.generate(generators, "ddim", num_steps, eta, use_ema)
+        if num_frames <= videos.shape[2]:
+            return videos[:, :, :num_frames]
+        return self.extend(videos, num_frames, generators, overlap, guidance_weight, num_steps, eta, use_ema)
+
+    def outputs(self, videos: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What a user receives for generated videos (B, C, T, H, W): ``{"video": (B, 1, T, H, W) in [0, 1]}``."""
+        return {"video": videos.float().cpu()}
+
+    def predict_step(self, batch: torch.Tensor, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
+        """Generate one video of ``predict_frames`` frames per global sample index in ``batch`` (B,).
+
+        Returns:
+            ``{"index": (B,) long, **outputs(videos)}`` for the prediction writer.
+        """
+        return {"index": batch.detach().cpu(), **self.outputs(self.generate_frames(self.sample_generators(batch)))}
