@@ -96,6 +96,7 @@ def synthesize(
     later_steps: int | None = None,
     texture: str | None = None,
     shape_from: str | None = None,
+    edge_halo: bool | None = None,
     device: str = "auto",
     overwrite: bool = False,
     force: bool = False,
@@ -124,6 +125,7 @@ def synthesize(
             keep the checkpoint's networks: another BVDM checkpoint, a shape-model JSON, or CTC sequence folder(s)
             (comma-separated) to fit one on now. For refitting after an upgrade of cellgen's statistics without
             retraining the networks, or for mixing (e.g. a few-shot shape model with fully trained networks).
+        edge_halo: override of the checkpoint's edge_halo: paint the halo fitted outside the training masks.
         device: auto, cpu or cuda.
         overwrite: replace sequences that cellgen wrote before (they carry a .cellgen.json marker).
         force: with overwrite, replace existing sequences even without the marker (e.g. real data).
@@ -150,6 +152,8 @@ def synthesize(
     settings |= {"later_steps": later_steps, "texture": texture}
     if shape_from:
         settings["shape_from"] = shape_from
+    if edge_halo is not None:
+        settings["edge_halo"] = edge_halo
     todo = []
     for i in range(first_index, first_index + num_sequences):
         name = f"{i + 1:02d}"
@@ -178,6 +182,8 @@ def synthesize(
             overrides["later_frame_steps"] = later_steps
         if texture:
             overrides["texture"] = texture
+        if edge_halo is not None:
+            overrides["edge_halo"] = edge_halo
         autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16)
             if target.startswith("cuda")

@@ -56,6 +56,11 @@ class BVDM(CellgenModule):
         texture_flow: what carries a texture from frame to frame: ``radial`` (the exact map between two
             star-shaped masks, :class:`~cellgen.flow.radial.RadialMaskFlow`; default, because a CPU-budget flow
             network's errors, composed over frames, streak the texture) or ``network`` (the paper's VoxelMorph FPM).
+        edge_halo: paint the halo fitted outside the training masks around each synthetic cell. Off by default:
+            where the training masks are grown TRA markers (GOWT1) the fitted halo also holds the cells the
+            markers undershoot, and on GOWT1 it raised FID from 283 to 442 and made real + synthetic training
+            worse than real alone (docs/RESULTS.md, issue 11 third iteration). Worth trying where masks are drawn
+            outlines (SEG/ST).
         frames: frames per synthesised sequence.
         height: synthesised frame height.
         width: synthesised frame width.
@@ -80,6 +85,7 @@ class BVDM(CellgenModule):
         texture: Literal["ddpm", "statistical"] = "ddpm",
         cell_brightness: Literal["fitted", "constant"] = "fitted",
         texture_flow: Literal["radial", "network"] = "radial",
+        edge_halo: bool = False,
         frames: int = 32,
         height: int = 256,
         width: int = 256,

@@ -95,6 +95,7 @@ class SynthesisSettings:
 
     ``texture``: ``ddpm`` (BVDM) or ``statistical`` (no DDPM). ``cell_brightness``: ``fitted`` (each track's
     brightness drawn from the training data) or ``constant`` (the paper's ``mask_value`` for every cell).
+    ``edge_halo``: paint the fitted halo outside each mask (see :meth:`CellAppearance.composite`).
     """
 
     frames: int
@@ -111,6 +112,7 @@ class SynthesisSettings:
     later_frame_steps: int | None
     texture: Literal["ddpm", "statistical"] = "ddpm"
     cell_brightness: Literal["fitted", "constant"] = "fitted"
+    edge_halo: bool = False
 
     @classmethod
     def from_hparams(cls, hparams: Any, **overrides: Any) -> SynthesisSettings:
@@ -442,9 +444,9 @@ def synthesize_sequence(
             masks = _stack([c.local_mask for c in cells], textures.device)
             scene_tex, coverage = paste_textures(textures.float(), masks, cells, settings.height, settings.width)
             cells_raw = _to_raw(scene_tex.cpu().numpy().astype(np.float64), (low, high))
-            if appearance is not None and appearance.halo_profile:
+            if settings.edge_halo and appearance is not None and appearance.halo_profile:
                 frame = appearance.composite(frame, cells_raw, layout.masks[t] > 0)
-            else:  # older models: a rim softened by the paste's own resampling
+            else:  # a rim softened by the paste's own resampling
                 coverage = ndimage.gaussian_filter(coverage.cpu().numpy().astype(np.float64), 0.7)
                 frame = frame * (1.0 - coverage) + cells_raw * coverage
         if appearance is not None:
