@@ -238,6 +238,21 @@ def test_statistical_texture_needs_no_denoiser(demo_shape: ShapeModel) -> None:
         synthesize_sequence(models, seed=5, settings=_settings(frames=1))
 
 
+def test_edge_halo_is_painted_only_when_asked(demo_shape: ShapeModel) -> None:
+    # The same scene with and without the fitted halo: only the ring just outside the masks changes.
+    haloed = dataclasses.replace(
+        demo_shape, appearance=dataclasses.replace(demo_shape.appearance, halo_profile=[0.9, 0.8, 0.7, 0.6])
+    )
+    models = SynthesisModels(None, ZeroFlow(), haloed, (0.0, 255.0), 48, torch.device("cpu"))
+    plain = synthesize_sequence(models, seed=5, settings=_settings(texture="statistical", frames=1))
+    halo = synthesize_sequence(models, seed=5, settings=_settings(texture="statistical", frames=1, edge_halo=True))
+    inside = plain.masks[0] > 0
+    ring = ndimage.binary_dilation(inside, iterations=3) & ~inside
+    far = ~ndimage.binary_dilation(inside, iterations=12)
+    lift = halo.images[0].astype(float) - plain.images[0].astype(float)
+    assert lift[ring].mean() > 5 * max(abs(lift[far].mean()), 0.5)
+
+
 class HalfPixelShuttle:
     """A flow that moves every pixel half a pixel right, then back: each single warp blurs a texture."""
 
