@@ -37,12 +37,12 @@ import numpy as np
 import torch
 from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import warp_affine
-from scipy import ndimage, special
+from scipy import ndimage
 from tqdm import tqdm
 
 from cellgen.data.ctc import Track
 from cellgen.flow import warp_by_flow
-from cellgen.synth.appearance import PROFILE_BINS, QUANTILE_LEVELS, CellAppearance
+from cellgen.synth.appearance import PROFILE_BINS, CellAppearance
 from cellgen.synth.scene import CellFrame, SceneLayout, add_noise, background_image, compose_scene
 from cellgen.synth.shape_model import ShapeModel
 
@@ -211,12 +211,19 @@ def statistical_texture(
         # mask and mapped through the fitted quantiles; the fine grain keeps the rest of the texture variance.
         coarse = _gaussian_field(noise[:, 1:], float(appearance.coarse_sigma), masks)
         quantiles = np.asarray(appearance.coarse_quantiles)
-        relative = torch.from_numpy(
-            np.interp(special.ndtr(coarse.cpu().numpy()), QUANTILE_LEVELS, quantiles).astype(np.float32)
-        ).to(masks.device)
+        relative = _from_quantiles(coarse, torch.as_tensor(quantiles, dtype=coarse.dtype, device=coarse.device))
         contrast = float(np.sqrt(max(contrast**2 - float(np.var(quantiles)), 0.0)))
     texture = brightness[:, None, None, None] * (level * (1.0 + relative) + contrast * field)
     return (texture.clamp(0.0, 1.0) * masks).to(masks.dtype)
+
+
+def _from_quantiles(z: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
+    """Normal scores ``z`` mapped through a quantile table at evenly spaced levels (``QUANTILE_LEVELS``), on
+    ``z``'s device: the inverse-CDF transform without a round trip through NumPy."""
+    position = torch.special.ndtr(z) * (quantiles.numel() - 1)
+    lower = position.floor().long().clamp(0, quantiles.numel() - 2)
+    frac = position - lower
+    return quantiles[lower] * (1.0 - frac) + quantiles[lower + 1] * frac
 
 
 def _gaussian_field(noise: torch.Tensor, sigma: float, masks: torch.Tensor | None = None) -> torch.Tensor:
