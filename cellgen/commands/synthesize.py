@@ -21,7 +21,7 @@ def _parse_size(size: str) -> tuple[int, int]:
     return height, width
 
 
-TEXTURES = ("ddpm", "statistical")
+TEXTURES = ("ddpm", "statistical", "exemplar")
 SAMPLERS = ("ddim", "ddpm")
 
 
@@ -120,7 +120,8 @@ def synthesize(
         sampler: first-frame sampler override: ddim (fast, default of the checkpoint) or ddpm (the paper's).
         later_sampler: later-frame sampler override: ddpm (the paper's ancestral steps) or ddim.
         later_steps: later-frame DDIM steps from T_{f!=0} to 0 (with --later-sampler ddim; e.g. 3 on a CPU).
-        texture: override of the checkpoint's texture: ddpm (BVDM) or statistical (no DDPM, the ablation row).
+        texture: override of the checkpoint's texture: ddpm (BVDM), statistical (no DDPM, the ablation row) or
+            exemplar (real training cells' textures on the synthetic masks, no DDPM).
         shape_from: take the shape model (shapes, motion, colonies, brightness, microscope) from elsewhere and
             keep the checkpoint's networks: another BVDM checkpoint, a shape-model JSON, or CTC sequence folder(s)
             (comma-separated) to fit one on now. For refitting after an upgrade of cellgen's statistics without

@@ -50,7 +50,16 @@ def boundary_radii(masks: torch.Tensor, centres: torch.Tensor, angles: int = ANG
     return (radii[last] + 0.5 * RADIAL_STEP).clamp_min(RADIAL_STEP)
 
 
-def _radius_at(radii: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def offsets_from(centres: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, H, W) x and y offsets of every pixel of an H x W grid from each of the (B, 2) centres (x, y)."""
+    ys = torch.arange(h, dtype=centres.dtype, device=centres.device)
+    xs = torch.arange(w, dtype=centres.dtype, device=centres.device)
+    dx = xs[None, None, :] - centres[:, 0, None, None]
+    dy = ys[None, :, None] - centres[:, 1, None, None]
+    return dx.expand(-1, h, w), dy.expand(-1, h, w)
+
+
+def radius_at(radii: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Linear interpolation of (B, A) boundary radii at angles ``theta`` (B, H, W) in radians."""
     angles = radii.shape[1]
     pos = torch.remainder(theta, 2 * math.pi) * (angles / (2 * math.pi))
@@ -79,15 +88,9 @@ class RadialMaskFlow:
         c_src, c_tgt = centroids(source), centroids(target)
         r_src = boundary_radii(source, c_src, self.angles)
         r_tgt = boundary_radii(target, c_tgt, self.angles)
-        ys, xs = torch.meshgrid(
-            torch.arange(h, dtype=torch.float32, device=target.device),
-            torch.arange(w, dtype=torch.float32, device=target.device),
-            indexing="ij",
-        )
-        dx = xs[None] - c_tgt[:, 0, None, None]
-        dy = ys[None] - c_tgt[:, 1, None, None]
+        dx, dy = offsets_from(c_tgt, h, w)
         theta = torch.atan2(dy, dx)
-        scale = _radius_at(r_src, theta) / _radius_at(r_tgt, theta)
+        scale = radius_at(r_src, theta) / radius_at(r_tgt, theta)
         src_x = c_src[:, 0, None, None] + scale * dx
         src_y = c_src[:, 1, None, None] + scale * dy
-        return torch.stack([src_x - xs[None], src_y - ys[None]], dim=1)
+        return torch.stack([src_x - c_tgt[:, 0, None, None] - dx, src_y - c_tgt[:, 1, None, None] - dy], dim=1)

@@ -49,7 +49,8 @@ class BVDM(CellgenModule):
         later_frame_sampler: sampler for later frames (``ddpm``: 10 ancestral steps, as in the paper).
         later_frame_steps: steps for later frames (None: every step).
         texture: ``ddpm`` (BVDM) or ``statistical``: the fitted statistical texture without the DDPM (what a
-            classical simulator paints; the ablation that shows what the DDPM adds).
+            classical simulator paints; the ablation that shows what the DDPM adds), or ``exemplar``: real training
+            cells' textures re-shaped onto the synthetic masks, no DDPM (:mod:`cellgen.synth.exemplars`).
         cell_brightness: ``fitted``: each track's brightness drawn from the training cells (the shape model's
             "average brightness of cells", Sec. 2) and painted before SDEdit; ``constant``: ``mask_value`` for
             every cell (the paper's procedure, which makes every nucleus equally bright).
@@ -82,7 +83,7 @@ class BVDM(CellgenModule):
         first_frame_steps: int = 20,
         later_frame_sampler: Literal["ddpm", "ddim"] = "ddpm",
         later_frame_steps: int | None = None,
-        texture: Literal["ddpm", "statistical"] = "ddpm",
+        texture: Literal["ddpm", "statistical", "exemplar"] = "ddpm",
         cell_brightness: Literal["fitted", "constant"] = "fitted",
         texture_flow: Literal["radial", "network"] = "radial",
         edge_halo: bool = False,

@@ -23,6 +23,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage, signal, special
 
+from cellgen.synth.background_patches import MAX_PATCHES, MIN_PATCHES, cut_patches, quilt
+from cellgen.synth.exemplars import MAX_EXEMPLARS, polar_textures
+
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 65)
 PROFILE_BINS = 8  # depth bins from the rim (0) to the centre (1) of a cell
 BACKGROUND_GRID = 16  # the slow background map is kept at 16 x 16
@@ -55,6 +58,11 @@ class CellAppearance:
             chromatin domains), with their skew (dark nucleoli give a long negative tail). Without them a
             segmenter trained on synthetic cells reads a real nucleolus as the gap between two cells.
         coarse_sigma: Gaussian scale (px) of that component: the median cell's equivalent radius / 5.
+        exemplar_textures: (N, EXEMPLAR_RADII * EXEMPLAR_ANGLES) real cells' textures relative to their mean, in
+            normalised polar coordinates (:mod:`cellgen.synth.exemplars`), for ``texture="exemplar"``.
+        exemplar_cells: (N, 2) each exemplar's area (px) and mean raw intensity.
+        background_patches: (N, P * P) cell-free patches of the training frames (raw units, smoothed, half
+            resolution, :mod:`cellgen.synth.background_patches`); when present the background is quilted from them.
     """
 
     brightness_quantiles: list[float]
@@ -70,6 +78,9 @@ class CellAppearance:
     halo_profile: list[float] | None = None  # older models: none (a sharp rim)
     coarse_quantiles: list[float] | None = None  # older models: none (one grain only)
     coarse_sigma: float | None = None
+    exemplar_textures: list[list[float]] | None = None  # older models: none (no exemplar texture)
+    exemplar_cells: list[list[float]] | None = None
+    background_patches: list[list[float]] | None = None  # older models and crowded data: the smooth map
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,7 +116,12 @@ class CellAppearance:
         return signal.lfilter([1.0], [1.0, -rho], innovations)
 
     def background(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-        """(H, W) float32 slow background: the fitted map, randomly flipped/transposed, resized to the field."""
+        """(H, W) float32 background: quilted from the real cell-free patches when the model has them, else the
+        fitted slow map, randomly flipped, resized to the field."""
+        if self.background_patches:
+            patches = np.asarray(self.background_patches, np.float32)
+            side = int(round(np.sqrt(patches.shape[1])))
+            return quilt(patches.reshape(-1, side, side), rng, height, width)
         grid = np.asarray(self.background_map, np.float64).reshape(BACKGROUND_GRID, BACKGROUND_GRID)
         if rng.random() < 0.5:
             grid = grid[::-1]
@@ -173,6 +189,8 @@ class AppearanceAccumulator:
         self.background: list[np.ndarray] = []  # (G, G) per detailed frame
         self.halo: list[np.ndarray] = []  # (cells, HALO_PX) share of each cell's contrast at 1 ... HALO_PX px
         self.coarse: list[tuple[float, np.ndarray]] = []  # (sigma px, smoothed relative residual samples)
+        self.exemplars: list[tuple[np.ndarray, np.ndarray]] = []  # (polar textures, [area, mean]) per frame
+        self.patches: list[np.ndarray] = []  # cell-free background patches
         self.shape: tuple[int, int] | None = None
 
     def add_cells(self, key_base: int, t: int, image: np.ndarray, labels: np.ndarray) -> None:
@@ -212,6 +230,7 @@ class AppearanceAccumulator:
             big = big[big > 0]
             self.texture.append(np.stack([cell_mean[big], res_var[big], lag[big]], axis=1))
             self._add_coarse(residual / np.maximum(cell_mean[labels], 1e-6), labels, depth, count)
+            self.exemplars.append(polar_textures(values, labels))
         local = ndimage.gaussian_filter(values, 2.0)
         diff = (values[:, 1:] - values[:, :-1]) / np.sqrt(2.0)
         rng = np.random.default_rng(len(self.noise))
@@ -219,6 +238,7 @@ class AppearanceAccumulator:
         self.noise.append(np.stack([(local[:, 1:] + local[:, :-1])[pick] / 2.0, diff[pick]], axis=1))
         outside, (iy, ix) = ndimage.distance_transform_edt(~inside, return_indices=True)
         smooth = _smooth_background(values, outside > BACKGROUND_MARGIN)
+        self.patches.extend(cut_patches(values, inside, np.random.default_rng(len(self.background))))
         self.background.append(_block_means(smooth))
         if inside.any():
             self._add_halo(values - smooth, labels, outside, labels[iy, ix], count)
@@ -296,7 +316,31 @@ class AppearanceAccumulator:
             background_mean=float(background.mean()),
             halo_profile=_halo(self.halo),
             **self._coarse_result(),
+            **self._exemplar_result(),
+            **self._patch_result(),
         )
+
+    def _patch_result(self) -> dict:
+        if len(self.patches) < MIN_PATCHES or len({p.shape for p in self.patches}) != 1:
+            return {}
+        patches = np.stack(self.patches)
+        if len(patches) > MAX_PATCHES:
+            patches = patches[np.sort(np.random.default_rng(0).choice(len(patches), MAX_PATCHES, replace=False))]
+        return {"background_patches": np.round(patches.reshape(len(patches), -1), 2).tolist()}
+
+    def _exemplar_result(self) -> dict:
+        textures = [t for t, _ in self.exemplars if len(t)]
+        if not textures:
+            return {}
+        polar = np.concatenate(textures)
+        cells = np.concatenate([c for t, c in self.exemplars if len(t)])
+        if len(polar) > MAX_EXEMPLARS:  # evenly over the frames and cells seen, reproducibly
+            keep = np.sort(np.random.default_rng(0).choice(len(polar), MAX_EXEMPLARS, replace=False))
+            polar, cells = polar[keep], cells[keep]
+        return {
+            "exemplar_textures": np.round(polar.reshape(len(polar), -1), 3).tolist(),
+            "exemplar_cells": cells.tolist(),
+        }
 
     def _coarse_result(self) -> dict:
         samples = np.concatenate([v for _, v in self.coarse]) if self.coarse else np.empty(0)

@@ -22,7 +22,8 @@ For every frame, all cells go through the networks together (one batch per netwo
 * the scene is the fitted slow background with cells pasted in, plus Poisson-Gaussian pixel noise.
 
 ``texture="statistical"`` skips the DDPM: the painted statistical texture is the cell (what a classical
-simulator such as MitoGen does), the ablation that shows what the DDPM adds.
+simulator such as MitoGen does), the ablation that shows what the DDPM adds. ``texture="exemplar"`` paints real
+training cells' textures onto the synthetic masks instead (:mod:`cellgen.synth.exemplars`), also without the DDPM.
 
 Every cell-frame draws its noise from its own generator seeded by (sequence seed, track id, frame), so a
 sequence does not depend on how cells are batched.
@@ -43,6 +44,7 @@ from tqdm import tqdm
 from cellgen.data.ctc import Track
 from cellgen.flow import warp_by_flow
 from cellgen.synth.appearance import PROFILE_BINS, CellAppearance
+from cellgen.synth.exemplars import EXEMPLAR_ANGLES, EXEMPLAR_RADII, choose_exemplars, paint_exemplars
 from cellgen.synth.scene import CellFrame, SceneLayout, add_noise, background_image, compose_scene
 from cellgen.synth.shape_model import ShapeModel
 
@@ -110,7 +112,7 @@ class SynthesisSettings:
     first_frame_steps: int | None
     later_frame_sampler: str
     later_frame_steps: int | None
-    texture: Literal["ddpm", "statistical"] = "ddpm"
+    texture: Literal["ddpm", "statistical", "exemplar"] = "ddpm"
     cell_brightness: Literal["fitted", "constant"] = "fitted"
     edge_halo: bool = False
 
@@ -215,6 +217,33 @@ def statistical_texture(
         contrast = float(np.sqrt(max(contrast**2 - float(np.var(quantiles)), 0.0)))
     texture = brightness[:, None, None, None] * (level * (1.0 + relative) + contrast * field)
     return (texture.clamp(0.0, 1.0) * masks).to(masks.dtype)
+
+
+def exemplar_texture(
+    masks: torch.Tensor,
+    brightness: torch.Tensor,
+    appearance: CellAppearance,
+    intensity_range: tuple[float, float],
+    generators: list,
+) -> torch.Tensor:
+    """Cells (B, 1, S, S) in [0, 1] wearing real training cells' textures (:mod:`cellgen.synth.exemplars`).
+
+    Each cell takes an exemplar of similar size and brightness, rotated and mirrored at random, scaled to its
+    target ``brightness`` (B,) on the crop scale.
+    """
+    if not appearance.exemplar_textures or not appearance.exemplar_cells:
+        raise ValueError(
+            "texture='exemplar' needs a shape model fitted with exemplars: refit it (`cellgen synthesize "
+            "--shape-from <training sequence>`) or use texture='statistical'"
+        )
+    low, high = intensity_range
+    areas = masks.flatten(1).sum(1)
+    index = choose_exemplars(np.asarray(appearance.exemplar_cells), areas, low + brightness * (high - low), generators)
+    bank = np.asarray(appearance.exemplar_textures, np.float32).reshape(-1, EXEMPLAR_RADII, EXEMPLAR_ANGLES)
+    polar = torch.from_numpy(bank[index.numpy()]).to(masks.device)
+    draws = torch.stack([torch.rand(2, generator=g, device=g.device) for g in generators]).to(masks.device)
+    relative = paint_exemplars(masks, polar, draws[:, 0] * (2 * np.pi), draws[:, 1] < 0.5)
+    return ((brightness[:, None, None, None] * relative).clamp(0.0, 1.0) * masks).to(masks.dtype)
 
 
 def _from_quantiles(z: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
@@ -328,6 +357,11 @@ def texture_frame(
         generators = [cell_generator(seed, cells[i].track_id, cells[i].t, device) for i in fresh]
         if settings.cell_brightness == "constant":
             start = masks[fresh] * settings.mask_value
+        elif settings.texture == "exemplar":
+            assert models.shape.appearance is not None
+            start = exemplar_texture(
+                masks[fresh], brightness[fresh], models.shape.appearance, models.intensity_range, generators
+            )
         else:
             appearance = models.shape.appearance
             assert appearance is not None
