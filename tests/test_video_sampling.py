@@ -99,6 +99,11 @@ def test_evaluate_video_reports_ratios_to_the_real_floor(
     assert row["FID_ratio"] == pytest.approx(row["FID"] / row["FID_floor"])
     assert row["FVD_last_over_first"] == pytest.approx(row["windows"]["2-6"]["FVD"] / row["FVD"])
     assert np.load(tmp_path / "e" / "generated.npz")["videos"].shape == (2, 6, 16, 16)
+    for name in ("FVD", "FID"):  # bootstrap spread of the ratios, from the features computed once
+        low, high = row[f"{name}_ratio_ci95"]
+        assert row[f"{name}_ratio_sd"] >= 0 and low <= high
+    with np.load(tmp_path / "e" / "features.npz") as saved:
+        assert saved["generated_i3d"].shape == (2, 400) and saved["real_train_inception"].shape == (4, 2048)
     assert list((tmp_path / "cache").glob("real-*-test.npz"))  # the real features are kept for the next
     assert main([*args, "--test_region", "[0, 1, 0.25, 1]"]) == 2  # overlaps the training half
     assert "overlaps the training region" in capsys.readouterr().err

@@ -104,6 +104,7 @@ def evaluate_video_command(
     batch_size: int = 8,
     fid_frames: int = 2,
     seed: int = 0,
+    bootstrap: int = 200,
     out: str = "runs/evaluate_video",
     device: str = "auto",
     wandb_project: str | None = None,
@@ -125,6 +126,8 @@ def evaluate_video_command(
         batch_size: videos per network call.
         fid_frames: frames per video used for FID (evenly spaced).
         seed: which real videos are drawn, and the base seed of the generated ones.
+        bootstrap: draws for the spread of the FVD and FID ratios (features resampled by video, nothing
+            recomputed; :mod:`cellgen.metrics.frechet_bootstrap`); 0 skips it.
         out: folder for report.json, report.md, generated.npz and grid GIFs.
         device: auto, cpu or cuda.
         wandb_project: also log the table to this W&B project (offline unless WANDB_MODE is set).
@@ -172,9 +175,11 @@ def evaluate_video_command(
         generate_s = time.perf_counter() - began
         began = time.perf_counter()
         starts = sorted({0, frames - window})  # the first and the last window of the model's length
-        per_window = {}
+        per_window, first_features = {}, None
         for start in starts:
             fake = features(generated[:, start : start + window], fid_frames)
+            if start == 0:
+                first_features = fake  # the bootstrap spread is of the first window's ratios
             per_window[f"{start}-{start + window}"] = {
                 "FVD": _distance(real_test["i3d"], fake["i3d"]),
                 "FID": _distance(real_test["inception"], fake["inception"]),
@@ -199,6 +204,14 @@ def evaluate_video_command(
         "FID_floor": floor["FID"],
         "FID_ratio": first["FID"] / max(floor["FID"], 1e-12),
     }
+    if bootstrap:
+        from cellgen.metrics.frechet_bootstrap import bootstrap_frechet_ratio
+
+        frames_per_video = len(frame_subset(test[:1], fid_frames))  # FID rows per video, resampled together
+        for name, key, group in (("FVD", "i3d", 1), ("FID", "inception", frames_per_video)):
+            fake, real, floor_set = first_features[key], real_test[key], real_train[key]
+            spread = bootstrap_frechet_ratio(fake, real, floor_set, draws=bootstrap, seed=seed, group=group)
+            row[f"{name}_ratio_sd"], row[f"{name}_ratio_ci95"] = spread["ratio_sd"], spread["ratio_ci95"]
     if frames > window:
         row["FVD_last_over_first"] = last["FVD"] / max(first["FVD"], 1e-12)
         row["FID_last_over_first"] = last["FID"] / max(first["FID"], 1e-12)
@@ -206,6 +219,15 @@ def evaluate_video_command(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_dir / "generated.npz", videos=generated.astype(np.float16), real_test=test[:16])
+    # features of frames 0-T and the real sets: a later bootstrap or another statistic needs no network
+    np.savez_compressed(
+        out_dir / "features.npz",
+        **{
+            f"{s}_{k}": v
+            for s, f in (("generated", first_features), ("real_test", real_test), ("real_train", real_train))
+            for k, v in f.items()
+        },
+    )
     grids = {
         "generated": write_gif(out_dir / "generated.gif", video_grid([to_uint8(v) for v in generated[:16]])),
         "real_test": write_gif(out_dir / "real_test.gif", video_grid([to_uint8(v) for v in test[:16]])),

@@ -46,3 +46,21 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
 def frechet_distance_of_features(features1: ArrayLike, features2: ArrayLike) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (N1, D) and (N2, D)."""
     return frechet_distance(*gaussian_stats(features1), *gaussian_stats(features2))
+
+
+def frechet_distance_of_samples(features1: ArrayLike, features2: ArrayLike) -> float:
+    """:func:`frechet_distance_of_features` through the samples instead of the D x D covariances.
+
+    With centred features X1 (N1, D) and X2 (N2, D), S1 S2 = X1^T X1 X2^T X2 / ((N1 - 1)(N2 - 1)) has the nonzero
+    eigenvalues of M M^T with M = X1 X2^T / sqrt((N1 - 1)(N2 - 1)), so tr((S1 S2)^{1/2}) is the sum of the
+    singular values of the N1 x N2 matrix M: exact, and a few hundred times cheaper than a 2048 x 2048
+    eigendecomposition when N << D, which is what makes resampling (:mod:`cellgen.metrics.frechet_bootstrap`) cheap.
+    """
+    x1, x2 = (torch.as_tensor(f).to(torch.float64) for f in (features1, features2))
+    if x1.ndim != 2 or x2.ndim != 2 or min(len(x1), len(x2)) < 2 or x1.shape[1] != x2.shape[1]:
+        raise ValueError(f"need features (N1, D) and (N2, D) with N >= 2, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+    mu1, mu2 = x1.mean(0), x2.mean(0)
+    c1, c2 = (x1 - mu1) / (len(x1) - 1) ** 0.5, (x2 - mu2) / (len(x2) - 1) ** 0.5
+    trace_sqrt = torch.linalg.svdvals(c1 @ c2.T).sum()
+    value = (mu1 - mu2).square().sum() + c1.square().sum() + c2.square().sum() - 2 * trace_sqrt
+    return float(value.clamp_min(0))
