@@ -194,6 +194,20 @@ def test_evaluate_mitosis_relative_tolerance(tmp_path: Path, capsys: pytest.Capt
     assert main(["evaluate", "mitosis", f"--gt={gt}", f"--pred={pred}", "--relative_tol=0.5"]) == 2  # no diameter
 
 
+def test_evaluate_mitosis_min_score_and_per_event(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cellgen.commands.evaluate import evaluate_mitosis_command
+    from cellgen.data.points import write_points_csv
+
+    gt = write_points_csv(tmp_path / "gt.csv", np.array([[5, 10, 10], [9, 50, 50]]), with_score=False)
+    pred = write_points_csv(tmp_path / "pred.csv", np.array([[5, 12, 10, 0.9], [9, 50, 52, 0.2], [3, 90, 90, 0.3]]))
+    report = tmp_path / "events.csv"
+    assert evaluate_mitosis_command(gt=str(gt), pred=str(pred), min_score=0.25, per_event=str(report)) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["tp"], result["fp"], result["fn"]) == (1, 1, 1)  # the 0.2 detection is dropped, the 0.3 is wrong
+    lines = report.read_text().splitlines()
+    assert lines[0] == "t,y,x,matched,best_score,distance,dt" and lines[2].startswith("9,50.0,50.0,True,0.2,2.0,0")
+
+
 def test_heatmap_config_parses(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", str(REPO / "configs" / "mitosis_detector_heatmap.yaml"), "--print_config"])
