@@ -151,12 +151,15 @@ def map_gaps_at_divisions(
     pieces_per_cell: list[int] = []
     result = []
     component_cache: dict[int, np.ndarray] = {}
+    mask_cache: dict[int, np.ndarray] = {}  # a frame is looked at for every division near it
     for b, parent, kids in _divisions(seq):
         frames, flags = [], []
         for t in range(b - half_window, b + half_window):
             if t not in position or t not in seq.tra_paths:
                 continue
-            mask = seq.tra_mask(t)
+            if t not in mask_cache:
+                mask_cache[t] = seq.tra_mask(t)
+            mask = mask_cache[t]
             cells = [c for c in _cells_at(seq, b, parent, kids, t) if (mask == c).any()]
             if not cells:
                 continue
