@@ -66,6 +66,9 @@ def window_probabilities(
     a spurious peak down. On a movie it has never seen, the SIM+ detector put 49 of its 68 HeLa detections in those
     two frames (docs/RESULTS.md, issue 12). ``edge_padding`` adds about k - 1 frames at both ends, so every real frame
     is seen by as many windows, at the same positions, as an interior frame; the padded frames' outputs are dropped.
+    Measured (RESULTS.md, fourth iteration): the 18-frame SIM+ detector's end-frame detections on HeLa fall from 17
+    to 5 at one threshold; a whole-movie detector still piles some into the last frame (a model effect, not a
+    coverage one).
 
     Args:
         net: maps (1, 1, k, H, W) to logits of the same shape.
