@@ -52,6 +52,10 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "estimate-k": ("cellgen.commands.events:estimate_k", "estimate event length and the detector's k"),
     "mitosis-sweep": ("cellgen.commands.events:mitosis_sweep", "the Phan et al. k x frames experiment"),
+    "check-event-lengths": (
+        "cellgen.commands.events:check_event_lengths",
+        "M1's normal-cell map vs the lineage: annotated event lengths and the map's gaps at divisions",
+    ),
     "detect-mitoses": (
         "cellgen.commands.detect:detect_mitoses",
         "detect mitoses in any movie with a MitosisDetector checkpoint (t,y,x,score CSV + GIF)",

@@ -13,7 +13,7 @@ import torch
 from cellgen.cli import main
 from cellgen.data.mitosis_data import heatmap_volume
 from cellgen.data.points import read_points_csv
-from cellgen.metrics.mitosis_detection import detect_peaks, window_probabilities
+from cellgen.metrics.mitosis_detection import detect_peaks, pad_in_time, window_probabilities
 from cellgen.nn.event_heatmap import FlipAveraged, FrameStackUNet, heatmap_focal_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +65,59 @@ def test_unet_heatmap_fits_a_division_and_finds_it(one_thread) -> None:
     probability = window_probabilities(FlipAveraged(net), frames[0, 0], 4).numpy()
     found = detect_peaks(probability, 0.3, radius=4, radius_t=2)
     assert len(found) == 1 and np.abs(found[0, :3] - [3, 12, 12]).max() <= 1
+
+
+class EdgePositionNet(torch.nn.Module):
+    """Ignores the frames; fires (0.9) at a window's first and last position, 0.1 elsewhere.
+
+    A detector that lacks the mother before a window's first frame or the daughters after its last one behaves
+    like this on a movie it has never seen.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.full((x.shape[2],), 0.1)
+        p[0] = p[-1] = 0.9
+        return torch.logit(p)[None, None, :, None, None].expand_as(x).clone()
+
+
+@pytest.mark.parametrize("length", [9, 12, 3])
+def test_edge_padding_treats_end_frames_like_interior_frames(length: int) -> None:
+    """A movie with no events: unpadded windows pile detections into its first and last frame; padded ones do not."""
+    frames = torch.zeros(length, 8, 8)
+    plain = window_probabilities(EdgePositionNet(), frames, window=4, stride=2)[:, 0, 0].numpy()
+    assert plain[0] == pytest.approx(0.9) and plain[-1] == pytest.approx(0.9)
+    found = detect_peaks(np.repeat(np.repeat(plain[:, None, None], 8, 1), 8, 2), 0.6, radius=4, radius_t=2)
+    assert np.isin(found[:, 0].round(), [0, length - 1]).sum() == 2  # one pile at each end
+    for mode in ("replicate", "reflect"):
+        padded = window_probabilities(EdgePositionNet(), frames, window=4, stride=2, edge_padding=mode)
+        # every frame is seen at positions {0, 2} or {1, 3}, as an interior frame: (0.9 + 0.1) / 2
+        np.testing.assert_allclose(padded.numpy(), 0.5, rtol=1e-5)
+        assert len(detect_peaks(padded.numpy(), 0.6)) == 0
+
+
+def test_edge_padding_keeps_interior_windows() -> None:
+    """Padding changes only frames near the ends: interior frames get the same windows, hence the same outputs."""
+
+    class ContentNet(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x - x.mean(dim=2, keepdim=True) + 0.1 * torch.arange(x.shape[2])[None, None, :, None, None]
+
+    frames = torch.rand(15, 5, 5, generator=torch.Generator().manual_seed(0))
+    for window in (4, 5, 6):
+        plain = window_probabilities(ContentNet(), frames, window)
+        padded = window_probabilities(ContentNet(), frames, window, edge_padding="replicate")
+        inner = slice(window, 15 - window)
+        torch.testing.assert_close(plain[inner], padded[inner])
+        assert not torch.allclose(plain[0], padded[0])
+
+
+def test_pad_in_time_repeats_or_mirrors_the_ends() -> None:
+    frames = torch.arange(4.0)[:, None, None]
+    assert pad_in_time(frames, 3, 2, "replicate")[:, 0, 0].tolist() == [0, 0, 0, 0, 1, 2, 3, 3, 3]
+    assert pad_in_time(frames, 3, 2, "reflect")[:, 0, 0].tolist() == [3, 2, 1, 0, 1, 2, 3, 2, 1]
+    assert pad_in_time(frames[:2], 3, 0, "reflect")[:, 0, 0].tolist() == [1, 0, 1, 0, 1]
+    with pytest.raises(ValueError, match="edge padding"):
+        window_probabilities(EdgePositionNet(), frames[:, 0], 4, edge_padding="zeros")
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +192,20 @@ def test_evaluate_mitosis_relative_tolerance(tmp_path: Path, capsys: pytest.Capt
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["spatial_tol"] == 13 and result["tp"] == 1  # half of a 26 px cell: only the 12 px one
     assert main(["evaluate", "mitosis", f"--gt={gt}", f"--pred={pred}", "--relative_tol=0.5"]) == 2  # no diameter
+
+
+def test_evaluate_mitosis_min_score_and_per_event(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cellgen.commands.evaluate import evaluate_mitosis_command
+    from cellgen.data.points import write_points_csv
+
+    gt = write_points_csv(tmp_path / "gt.csv", np.array([[5, 10, 10], [9, 50, 50]]), with_score=False)
+    pred = write_points_csv(tmp_path / "pred.csv", np.array([[5, 12, 10, 0.9], [9, 50, 52, 0.2], [3, 90, 90, 0.3]]))
+    report = tmp_path / "events.csv"
+    assert evaluate_mitosis_command(gt=str(gt), pred=str(pred), min_score=0.25, per_event=str(report)) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (result["tp"], result["fp"], result["fn"]) == (1, 1, 1)  # the 0.2 detection is dropped, the 0.3 is wrong
+    lines = report.read_text().splitlines()
+    assert lines[0] == "t,y,x,matched,best_score,distance,dt" and lines[2].startswith("9,50.0,50.0,True,0.2,2.0,0")
 
 
 def test_heatmap_config_parses(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cellgen.data.points import read_points_csv, write_points_csv
-from cellgen.metrics.mitosis import match_events, score_detections
+from cellgen.metrics.mitosis import match_events, per_event_report, score_detections
 
 
 def pts(*rows: tuple[float, ...]) -> np.ndarray:
@@ -160,3 +160,13 @@ def test_bad_csv_errors_name_the_file(tmp_path: Path, text: str, message: str) -
     path.write_text(text)
     with pytest.raises(ValueError, match=f"bad.csv.*{message}"):
         read_points_csv(path)
+
+
+def test_per_event_report_says_why_each_event_was_missed() -> None:
+    gt = np.array([[5, 10, 10], [9, 50, 50], [20, 80, 80]])
+    pred = np.array([[5, 13, 14, 0.9], [6, 10, 12, 0.2], [9, 50, 65, 0.7]])  # the 3rd is 15 px from event 2
+    rows = per_event_report(gt, pred, spatial_tol=10, temporal_tol=1)
+    assert [r["matched"] for r in rows] == [True, False, False]
+    assert rows[0]["best_score"] == 0.9 and rows[0]["distance"] == 2.0 and rows[0]["dt"] == 1  # nearest: 2 px
+    assert rows[1]["best_score"] == 0.0 and rows[1]["distance"] == 15.0 and rows[1]["dt"] == 0
+    assert rows[2]["distance"] is None and rows[2]["best_score"] == 0.0  # nothing within a frame

@@ -29,6 +29,7 @@ def detect_mitoses(
     downscale: float | None = None,
     flip_tta: bool | None = None,
     threads: int | None = None,
+    edge_padding: str | None = None,
 ) -> int:
     """Detect mitoses in a movie; write ``t,y,x,score`` (original frames and pixels), a GIF preview and one JSON line.
 
@@ -43,12 +44,15 @@ def detect_mitoses(
         downscale: working scale factor; default: the checkpoint's (or the one ``cell_diameter`` implies).
         flip_tta: average the 4 flips of each window (4x slower); default: the checkpoint's setting.
         threads: torch CPU threads (default: torch's choice).
+        edge_padding: ``none``, ``replicate`` or ``reflect``: how the first and last frames are covered by windows;
+            default: the checkpoint's (``replicate`` for checkpoints saved before the setting existed).
     """
     import torch
 
     from cellgen.callbacks.previews import write_gif
     from cellgen.data.event_frames import load_movie
     from cellgen.data.points import write_points_csv
+    from cellgen.metrics.mitosis_detection import EDGE_PADDINGS
     from cellgen.models.checkpoint import read_checkpoint
     from cellgen.models.mitosis_detector import INFERENCE_KEY, MitosisDetector
 
@@ -69,6 +73,10 @@ def detect_mitoses(
     scale = _working_scale(settings, downscale, cell_diameter, ckpt)
     if flip_tta is not None:
         model.hparams.flip_tta = flip_tta
+    if edge_padding is not None:
+        if edge_padding not in EDGE_PADDINGS:
+            raise CellgenInputError(None, f"--edge_padding must be one of {EDGE_PADDINGS}, got {edge_padding!r}")
+        model.hparams.edge_padding = edge_padding
     volume = load_movie(movie, scale)
     found = model.detect_volume(volume, float(threshold))
     csv_path = write_points_csv(out, found)
@@ -87,6 +95,7 @@ def detect_mitoses(
                 "k": int(model.hparams.sequence_length),
                 "threshold": float(threshold),
                 "downscale": scale,
+                "edge_padding": model.hparams.edge_padding,
                 "seconds": round(seconds, 2),
                 "frames_per_s": round(len(volume.indices) / seconds, 3),
             }

@@ -286,6 +286,8 @@ def evaluate_mitosis_command(
     last_frame: int | None = None,
     relative_tol: float | None = None,
     cell_diameter: float | None = None,
+    min_score: float | None = None,
+    per_event: str | None = None,
 ) -> int:
     """Mitosis detection precision/recall/F1 against ground truth; the last line is JSON (precision ... fn).
 
@@ -302,6 +304,10 @@ def evaluate_mitosis_command(
         last_frame: and up to this frame (inclusive).
         relative_tol: spatial tolerance as a fraction of the median cell diameter (replaces ``spatial_tol``).
         cell_diameter: that diameter in pixels; default: measured on the masks of ``gt`` when it is a CTC folder.
+        min_score: score only detections with at least this score: one detect-mitoses run at a low threshold then
+            gives the F1 of every higher threshold (local maxima do not depend on the threshold).
+        per_event: write a CSV with one row per event (matched, the best score near it, the nearest detection's
+            distance and frame offset), computed before ``min_score``: why each event was found or missed.
     """
     from cellgen.data.points import POINTS_FIX, division_points, read_mitosis_points, read_points_csv
     from cellgen.metrics.mitosis import RULES, score_detections
@@ -323,11 +329,36 @@ def evaluate_mitosis_command(
     hi = np.inf if last_frame is None else last_frame
     gt_points = gt_points[(gt_points[:, 0] >= lo) & (gt_points[:, 0] <= hi)]
     pred_points = pred_points[(pred_points[:, 0] >= lo) & (pred_points[:, 0] <= hi)]
+    if per_event is not None:
+        _write_event_report(per_event, gt_points, pred_points, spatial_tol, temporal_tol, pred)
+    if min_score is not None:
+        if pred_points.shape[1] < 4 and len(pred_points):
+            raise CellgenInputError(pred, "--min_score needs a score column (t,y,x,score)", POINTS_FIX)
+        pred_points = pred_points[pred_points[:, 3] >= min_score] if len(pred_points) else pred_points
     metrics = score_detections(gt_points, pred_points, spatial_tol, temporal_tol, rule)
     print(f"{len(gt_points)} events in {gt}, {len(pred_points)} detections in {pred}")
     extra = {} if relative_tol is None else {"relative_tol": relative_tol, "cell_diameter": round(cell_diameter, 2)}
     print(json.dumps({**metrics, "spatial_tol": spatial_tol, "temporal_tol": temporal_tol, "rule": rule, **extra}))
     return 0
+
+
+def _write_event_report(
+    path: str, gt: np.ndarray, pred: np.ndarray, spatial_tol: float, temporal_tol: int, pred_path: str
+) -> None:
+    """The per-event CSV of :func:`~cellgen.metrics.mitosis.per_event_report`."""
+    import csv
+
+    from cellgen.data.points import POINTS_FIX
+    from cellgen.metrics.mitosis import per_event_report
+
+    if len(pred) and pred.shape[1] < 4:
+        raise CellgenInputError(pred_path, "--per_event needs a score column (t,y,x,score)", POINTS_FIX)
+    rows = per_event_report(gt, pred, spatial_tol, temporal_tol)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["t", "y", "x", "matched", "best_score", "distance", "dt"])
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _relative_tolerance(gt: str, fraction: float, diameter: float | None) -> tuple[float, float]:

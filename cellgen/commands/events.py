@@ -156,6 +156,79 @@ def estimate_k(
     return 0
 
 
+def check_event_lengths(
+    ckpt: str,
+    sequence: str,
+    downscale: float = 0.25,
+    binarisations: list[str] | None = None,
+    area_change: float = 0.15,
+    out: str | None = None,
+) -> int:
+    """Check M1's normal-cell map against the lineage: event lengths the annotations imply vs the gaps the map
+    leaves at divisions, for each binarisation (issue 12, item 2); one JSON line per binarisation.
+
+    Args:
+        ckpt: an EventLengthEstimator checkpoint (M1 trained: ``cellgen fit --config configs/event_length.yaml``).
+        sequence: an annotated CTC sequence (TRA masks and ``man_track.txt``).
+        downscale: working scale, as in training (Sec. IV A: 1/4).
+        binarisations: modes of :func:`~cellgen.models.event_length.binary_maps`; default threshold and robust.
+        area_change: a mother frame is part of the event when its area departs this much from its baseline.
+        out: a JSON file for the whole report.
+    """
+    import torch
+
+    from cellgen.data.ctc import checked_sequence
+    from cellgen.data.event_frames import load_volume
+    from cellgen.metrics.event_lengths import annotated_event_lengths, map_gaps_at_divisions
+    from cellgen.models.event_length import (
+        BINARISATIONS,
+        binary_maps,
+        choose_normal_map,
+        erode_within_frames,
+        robust_binary,
+    )
+
+    modes = list(binarisations or ["threshold", "robust"])
+    if bad := [m for m in modes if m not in BINARISATIONS]:
+        raise CellgenInputError(None, f"--binarisations: unknown {bad}, choose from {list(BINARISATIONS)}")
+    seq = checked_sequence(sequence)
+    if not seq.has_tracks or not seq.tra_paths:
+        raise CellgenInputError(seq.path, "no NN_GT/TRA masks and man_track.txt", "pass an annotated sequence")
+    read_checkpoint(ckpt, expect_class="EventLengthEstimator")
+    model = EventLengthEstimator.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
+    volume = load_volume(seq, downscale)
+    maps = model.feature_maps(torch.from_numpy(volume.frames)).numpy()
+    annotated = [d.length() for d in annotated_event_lengths(seq, area_change)]
+    report: dict[str, Any] = {"sequence": str(seq.path), "divisions": len(annotated), "modes": {}}
+    row = {"divisions_with_event": int(sum(a > 0 for a in annotated))}
+    row.update(_summary(lengths_summary([a for a in annotated if a > 0])))
+    report["annotated"] = {**row, "lengths": annotated}
+    print(json.dumps({"sequence": str(seq.path), "measure": "annotated", "divisions": len(annotated), **row}))
+    hp = model.hparams
+    sample = maps[:: max(1, len(maps) // 8)][:8]
+    for mode in modes:
+        index, _ = choose_normal_map(sample, mode, hp.erosion, sigma=hp.get("smoothing_sigma", 1.0))
+        if mode == "robust":
+            binary = robust_binary(maps[:, index], hp.get("smoothing_sigma", 1.0))
+        else:
+            binary = binary_maps(maps, mode)[:, index]
+        normal = erode_within_frames(binary, hp.erosion)
+        flags, pieces = map_gaps_at_divisions(normal, volume, seq)
+        gaps = [d.length() for d in flags]
+        row = {
+            "map": index,
+            "pieces_per_cell": round(pieces, 3),
+            "divisions_with_gap": int(sum(g > 0 for g in gaps)),
+            **_summary(lengths_summary([g for g in gaps if g > 0])),
+        }
+        report["modes"][mode] = {**row, "gaps": gaps}
+        print(json.dumps({"sequence": str(seq.path), "measure": f"gap in y ({mode})", "divisions": len(gaps), **row}))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=1))
+    return 0
+
+
 def _resumable_checkpoint(folder: Path, every: int):
     """Saves only ``folder/last.ckpt`` (whole training state) every ``every`` steps and when training ends."""
     from lightning.pytorch.callbacks import ModelCheckpoint

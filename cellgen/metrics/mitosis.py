@@ -125,3 +125,41 @@ def score_detections(
 def _ratio(num: int, den: int) -> float:
     """``num / den`` with the empty-set convention ``0 / 0 = 1.0``."""
     return 1.0 if den == 0 else num / den
+
+
+def per_event_report(
+    gt: np.ndarray, pred: np.ndarray, spatial_tol: float = 10.0, temporal_tol: float = 1
+) -> list[dict[str, float | int | bool]]:
+    """Why each event was found or missed: its one-to-one match and the best prediction near it.
+
+    Run on detections kept at a low threshold, ``best_score`` is the detector's score at the event (0 when nothing
+    was within tolerance): a missed event with a high score lost to the threshold, one with score 0 was not seen.
+
+    Args:
+        gt: (N, 3+) events ``(t, y, x, ...)``.
+        pred: (M, 4) predictions ``(t, y, x, score)``.
+        spatial_tol: pixels, inclusive.
+        temporal_tol: frames, inclusive.
+
+    Returns:
+        One dict per event, in ``gt`` order: ``t, y, x``; ``matched`` (Hungarian); ``best_score`` of the
+        predictions within tolerance; ``distance`` (px) and ``dt`` (frames) of the nearest prediction within
+        ``temporal_tol`` frames whatever its distance (None when there is none).
+    """
+    gt, pred = as_points(gt, "gt"), as_points(pred, "pred")
+    if len(pred) and pred.shape[1] < 4:
+        raise ValueError("pred needs a score column (t, y, x, score)")
+    matched = {i for i, _ in match_events(gt, pred, spatial_tol, temporal_tol)}
+    rows: list[dict[str, float | int | bool]] = []
+    ok, ds, dt = _admissible(gt, pred, spatial_tol, temporal_tol) if len(pred) else (None, None, None)
+    for i, event in enumerate(gt):
+        row: dict = {"t": int(round(event[0])), "y": float(event[1]), "x": float(event[2]), "matched": i in matched}
+        row["best_score"] = float(pred[ok[i], 3].max()) if ok is not None and ok[i].any() else 0.0
+        near = np.flatnonzero(dt[i] <= temporal_tol + _EDGE_SLACK) if dt is not None else np.zeros(0, int)
+        if len(near):
+            j = near[np.argmin(ds[i, near])]
+            row["distance"], row["dt"] = float(ds[i, j]), int(round(pred[j, 0] - event[0]))
+        else:
+            row["distance"] = row["dt"] = None
+        rows.append(row)
+    return rows

@@ -34,6 +34,7 @@ from cellgen.data.mitosis_data import MitosisSequence
 from cellgen.data.points import write_points_csv
 from cellgen.metrics.mitosis import score_detections
 from cellgen.metrics.mitosis_detection import (
+    EDGE_PADDINGS,
     calibrate_threshold,
     detect_components,
     detect_peaks,
@@ -101,6 +102,9 @@ class MitosisDetector(CellgenModule):
         peak_radius_t: heat-map non-maximum suppression radius in frames.
         flip_tta: average the 4 flips of each window at inference (4x the cost).
         optimizer: ``rmsprop`` (Sec. III G) or ``adam``.
+        edge_padding: how the first and last frames are covered at inference: ``none`` (Sec. III G: one window
+            each, at its first or last position) or ``replicate`` / ``reflect`` (k - 1 padded frames at both ends,
+            so they are seen like interior frames; see :func:`window_probabilities`).
     """
 
     def __init__(
@@ -123,10 +127,13 @@ class MitosisDetector(CellgenModule):
         peak_radius_t: int = 2,
         flip_tta: bool = False,
         optimizer: str = "rmsprop",
+        edge_padding: str = "replicate",
     ) -> None:
         super().__init__()
         if architecture not in ARCHITECTURES or head not in HEADS or optimizer not in ("rmsprop", "adam"):
             raise ValueError(f"architecture: one of {ARCHITECTURES}, head: one of {HEADS}, optimizer: rmsprop or adam")
+        if edge_padding not in EDGE_PADDINGS:
+            raise ValueError(f"edge_padding must be one of {EDGE_PADDINGS}, got {edge_padding!r}")
         # Prediction-time options stay out of the checkpoint: LightningCLI lets a checkpoint's hyperparameters
         # override the command line, and these must remain settable when predicting with a trained model.
         self.save_hyperparameters(ignore=["threshold", "output_dir"])
@@ -162,8 +169,9 @@ class MitosisDetector(CellgenModule):
         self.eval()
         try:
             net = FlipAveraged(self.net) if self.hparams.flip_tta else self.net
+            hp = self.hparams
             probability = window_probabilities(
-                net, frames.to(self.device), self.hparams.sequence_length, self.hparams.stride
+                net, frames.to(self.device), hp.sequence_length, hp.stride, hp.edge_padding
             )
         finally:
             self.train(was_training)
