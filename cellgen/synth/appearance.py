@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import ndimage, signal, special
 
 from cellgen.synth.background_patches import MAX_PATCHES, MIN_PATCHES, cut_patches, quilt
-from cellgen.synth.exemplars import MAX_EXEMPLARS, polar_textures
+from cellgen.synth.exemplars import EXEMPLAR_ANGLES, EXEMPLAR_RADII, MAX_EXEMPLARS, polar_textures
 
 QUANTILE_LEVELS = np.linspace(0.0, 1.0, 65)
 PROFILE_BINS = 8  # depth bins from the rim (0) to the centre (1) of a cell
@@ -84,6 +85,14 @@ class CellAppearance:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @cached_property
+    def exemplar_bank(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The exemplars as arrays, (N, R, A) textures and (N, 2) cells, converted once per model, not per frame."""
+        if not self.exemplar_textures or not self.exemplar_cells:
+            return None
+        polar = np.asarray(self.exemplar_textures, np.float32)
+        return polar.reshape(len(polar), EXEMPLAR_RADII, EXEMPLAR_ANGLES), np.asarray(self.exemplar_cells, np.float64)
 
     @classmethod
     def from_dict(cls, data: dict) -> CellAppearance:

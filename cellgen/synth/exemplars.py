@@ -124,7 +124,7 @@ def paint_exemplars(
         polar: (B, EXEMPLAR_RADII, EXEMPLAR_ANGLES) relative textures.
         rotation: (B,) radians; mirror: (B,) bool, reflect the exemplar.
     """
-    b, _, h, w = masks.shape
+    _, _, h, w = masks.shape
     masks = masks.float()
     n_radii, n_angles = polar.shape[1:]
     centres = centroids(masks)

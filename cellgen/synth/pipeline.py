@@ -44,7 +44,7 @@ from tqdm import tqdm
 from cellgen.data.ctc import Track
 from cellgen.flow import warp_by_flow
 from cellgen.synth.appearance import PROFILE_BINS, CellAppearance
-from cellgen.synth.exemplars import EXEMPLAR_ANGLES, EXEMPLAR_RADII, choose_exemplars, paint_exemplars
+from cellgen.synth.exemplars import choose_exemplars, paint_exemplars
 from cellgen.synth.scene import CellFrame, SceneLayout, add_noise, background_image, compose_scene
 from cellgen.synth.shape_model import ShapeModel
 
@@ -231,15 +231,14 @@ def exemplar_texture(
     Each cell takes an exemplar of similar size and brightness, rotated and mirrored at random, scaled to its
     target ``brightness`` (B,) on the crop scale.
     """
-    if not appearance.exemplar_textures or not appearance.exemplar_cells:
+    if appearance.exemplar_bank is None:
         raise ValueError(
             "texture='exemplar' needs a shape model fitted with exemplars: refit it (`cellgen synthesize "
             "--shape-from <training sequence>`) or use texture='statistical'"
         )
+    bank, cells = appearance.exemplar_bank
     low, high = intensity_range
-    areas = masks.flatten(1).sum(1)
-    index = choose_exemplars(np.asarray(appearance.exemplar_cells), areas, low + brightness * (high - low), generators)
-    bank = np.asarray(appearance.exemplar_textures, np.float32).reshape(-1, EXEMPLAR_RADII, EXEMPLAR_ANGLES)
+    index = choose_exemplars(cells, masks.flatten(1).sum(1), low + brightness * (high - low), generators)
     polar = torch.from_numpy(bank[index.numpy()]).to(masks.device)
     draws = torch.stack([torch.rand(2, generator=g, device=g.device) for g in generators]).to(masks.device)
     relative = paint_exemplars(masks, polar, draws[:, 0] * (2 * np.pi), draws[:, 1] < 0.5)
