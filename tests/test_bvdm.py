@@ -118,7 +118,8 @@ def test_ablation_grid_is_journalled_and_resumed(
     for row in result["rows"]:
         assert 0.0 <= row["SEG"] <= 1.0
     rows = list(csv.DictReader((tmp_path / "ablation.csv").open()))
-    assert len(rows) == 3 and (tmp_path / "ablation_SEG.png").is_file()
+    assert len(rows) == 3 and (tmp_path / "ablation_SEG.png").is_file() and (tmp_path / "ablation_DET.png").is_file()
+    assert not (tmp_path / "ablation_FID.png").exists()  # --fid false: no empty FID map
     # The same grid again: every cell comes from the journal, nothing is synthesised or trained.
     assert main(args) == 0
     assert capsys.readouterr().out.count("done before (journal)") == 3

@@ -9,7 +9,8 @@ brightness, background and noise with the fitted statistical texture and no DDPM
 table shows what the DDPM adds.
 
 Each finished cell is journalled in ``OUT/runs.jsonl``; a rerun skips it (crash-safe, and a grid can be grown).
-Writes ``OUT/ablation.csv``, ``OUT/ablation_SEG.png`` (heat map) and prints one JSON line.
+Writes ``OUT/ablation.csv``, one heat map per measure (``OUT/ablation_{SEG,TRA,DET,FID}.png``) and prints one
+JSON line.
 """
 
 from __future__ import annotations
@@ -50,18 +51,30 @@ def _heat_map(path: Path, rows: list[dict], first: list[int], later: list[int], 
         if row.get("texture") == "ddpm" and row.get(key) is not None:
             grid[first.index(row["first_frame_step"]), later.index(row["later_frame_step"])] = row[key]
     fig, ax = plt.subplots(figsize=(1.2 * len(later) + 2.5, 1.0 * len(first) + 1.5))
-    image = ax.imshow(grid, cmap="viridis", vmin=np.nanmin(grid) if np.isfinite(grid).any() else 0, vmax=None)
+    lower_is_better = key == "FID"
+    cmap = "viridis_r" if lower_is_better else "viridis"
+    image = ax.imshow(grid, cmap=cmap, vmin=np.nanmin(grid) if np.isfinite(grid).any() else 0, vmax=None)
     ax.set_xticks(range(len(later)), [str(v) for v in later])
     ax.set_yticks(range(len(first)), [str(v) for v in first])
     ax.set_xlabel("T_{f!=0} (later frames)")
     ax.set_ylabel("T_{f=0} (first frame)")
     for (i, j), value in np.ndenumerate(grid):
         if np.isfinite(value):
-            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="w", fontsize=9)
+            ax.text(
+                j,
+                i,
+                f"{value:.1f}" if lower_is_better else f"{value:.3f}",
+                ha="center",
+                va="center",
+                color="w",
+                fontsize=9,
+            )
     statistical = [r for r in rows if r.get("texture") == "statistical" and r.get(key) is not None]
-    title = f"downstream {key} (trained on synthetic)"
+    title = (
+        "FID vs the test frames (lower is better)" if lower_is_better else f"downstream {key} (trained on synthetic)"
+    )
     if statistical:
-        title += f"; no DDPM: {statistical[0][key]:.3f}"
+        title += f"; no DDPM: {statistical[0][key]:{'.1f' if lower_is_better else '.3f'}}"
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
@@ -183,7 +196,9 @@ def bvdm_ablation(
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    for key in ("SEG", "TRA"):
+    for key in (*SCORES, "FID"):
+        if not any(r.get(key) is not None for r in rows):
+            continue  # e.g. FID when --fid false
         _heat_map(out_dir / f"ablation_{key}.png", rows, list(first_steps), list(later_steps), key)
     best = max((r for r in rows if r.get("SEG") is not None), key=lambda r: r["SEG"], default=None)
     summary = [{k: r.get(k) for k in ("cell", *SCORES, "FID")} for r in rows]
