@@ -41,7 +41,8 @@ class TimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(base, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.base))
+        # in the weights' dtype, so that a float64 model (gradient checks) runs; autocast still casts as usual
+        return self.mlp(timestep_embedding(t, self.base).to(self.mlp[0].weight.dtype))
 
 
 class ResBlock2d(nn.Module):
