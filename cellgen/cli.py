@@ -427,6 +427,9 @@ def classify(exc: BaseException, command: str) -> tuple[int, str]:
         return 130, "interrupted (rerun the command: fit resumes with --ckpt_path last, synthesize skips done work)"
     if isinstance(exc, CellgenInputError):
         return 2, str(exc)
+    if isinstance(exc, ValueError) and isinstance(exc.__cause__ or exc.__context__, CellgenInputError):
+        # jsonargparse re-raises what a config class's __init__ refused as its own ValueError over every Union member
+        return 2, str(exc.__cause__ or exc.__context__)
     if isinstance(exc, argparse.ArgumentError):
         message = re.sub(r"^Problems parsing config\s*:?\s*", "", str(exc))
         # A subclass-mode option error lists every Union member; keep the class that was meant and its problem.

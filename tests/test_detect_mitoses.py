@@ -135,6 +135,8 @@ def test_checkpoint_carries_inference_settings(whole_movie_detector: Path) -> No
     assert settings["train_frames"] == 64 and settings["downscale"] == 0.25
     assert 0 < settings["threshold"] < 1 and settings["cell_diameter"] > 0
     assert state["hyper_parameters"]["sequence_length"] == 4
+    data = state["datamodule_hyper_parameters"]  # the tiny config trains with both, as the real one does
+    assert data["scale_jitter"] == 0.25 and data["edge_window_fraction"] == 0.5
 
 
 def test_detect_mitoses_on_folder_and_stack(

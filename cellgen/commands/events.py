@@ -297,6 +297,8 @@ def mitosis_sweep(
     peak_radius: float = 4.0,
     flip_tta: bool = False,
     intensity_augment: bool = False,
+    scale_jitter: float = 0.0,
+    edge_window_fraction: float = 0.0,
     optimizer: str = "rmsprop",
     save_checkpoints: bool = False,
     accelerator: str = "auto",
@@ -344,6 +346,8 @@ def mitosis_sweep(
         peak_radius: heat-map non-maximum suppression radius in working pixels.
         flip_tta: average the 4 flips of each window at inference.
         intensity_augment: brightness/contrast, gamma and noise augmentation of the training windows.
+        scale_jitter: rescale each training window by a log-uniform factor in [1 / (1 + s), 1 + s] (0: off).
+        edge_window_fraction: share of training windows padded at an end as inference pads them (0: off).
         optimizer: ``rmsprop`` (the paper) or ``adam``.
         save_checkpoints: keep each run's detector as ``OUT/checkpoints/k{k}_n{N}.ckpt`` (for detect-mitoses).
         accelerator: Lightning accelerator.
@@ -387,6 +391,9 @@ def mitosis_sweep(
     settings = {name: value for name, value in arguments.items() if name not in SWEEP_LAYOUT_ARGUMENTS}
     settings.update(sequence=str(path), temporal_tols=list(temporal_tols), precision=precision)
     settings["largest_train_frames"] = largest
+    for name in ("scale_jitter", "edge_window_fraction"):  # off: journals written before they existed still match
+        if not settings[name]:
+            del settings[name]
     journal = out_dir / "runs.jsonl"
     finished = _finished_runs(journal, settings)
     if finished:
@@ -414,6 +421,8 @@ def mitosis_sweep(
             event_fraction=event_fraction,
             seed=seed,
             intensity_augment=intensity_augment,
+            scale_jitter=scale_jitter,
+            edge_window_fraction=edge_window_fraction,
             target=head,
             sigma=sigma,
         )

@@ -150,6 +150,36 @@ def load_movie(path: str | Path, downscale: float = 1.0) -> FrameVolume:
     return FrameVolume(normalise_stack(frames), list(range(len(stack))), tuple(stack.shape[1:]), path)
 
 
+# --------------------------------------------------------------------------------------------- padding in time
+
+# How windows cover the first and last frames of a movie: the MitosisDetector pads at inference and, with
+# ``edge_window_fraction``, in training, both through :func:`padded_positions` (docs/RESULTS.md, issue 12).
+EDGE_PADDINGS = ("none", "replicate", "reflect")
+
+
+def padded_positions(length: int, before: int, after: int, mode: str) -> torch.Tensor:
+    """Frame index (before + length + after,) of each frame of a movie of ``length`` frames padded in time.
+
+    ``replicate`` repeats the first/last frame; ``reflect`` mirrors without repeating the end frame (frames
+    2, 1, 0, 1, 2 ...) and, for a movie shorter than the padding, keeps reflecting back and forth.
+    """
+    positions = torch.arange(-before, length + after)
+    if mode == "replicate" or length == 1:
+        return positions.clamp(0, length - 1)
+    if mode == "reflect":
+        period = 2 * (length - 1)
+        positions = positions.remainder(period)
+        return torch.where(positions >= length, period - positions, positions)
+    raise ValueError(f"edge padding must be one of {EDGE_PADDINGS[1:]}, got {mode!r}")
+
+
+def pad_in_time(frames: torch.Tensor, before: int, after: int, mode: str) -> torch.Tensor:
+    """(T, H, W) -> (before + T + after, H, W), padded as :func:`padded_positions` says (``none``: unchanged)."""
+    if mode == "none" or (before == 0 and after == 0):
+        return frames
+    return frames[padded_positions(frames.shape[0], before, after, mode).to(frames.device)]
+
+
 # --------------------------------------------------------------------------------------------- augmentation
 
 

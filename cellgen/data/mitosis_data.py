@@ -18,12 +18,22 @@ import numpy as np
 import torch
 from einops import rearrange
 from scipy import ndimage
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from cellgen.data.base import CellgenDataModule
 from cellgen.data.ctc import CTCSequence, read_tiff
 from cellgen.data.errors import CellgenInputError
-from cellgen.data.event_frames import EpochSampler, FrameVolume, check_crop, crop_origin, load_volume, random_dihedral
+from cellgen.data.event_frames import (
+    EDGE_PADDINGS,
+    EpochSampler,
+    FrameVolume,
+    check_crop,
+    crop_origin,
+    load_volume,
+    padded_positions,
+    random_dihedral,
+)
 from cellgen.data.points import division_points, read_mitosis_points
 
 
@@ -50,26 +60,30 @@ def label_volume(points: np.ndarray, shape: tuple[int, int, int], dilations: int
 
 
 def heatmap_volume(
-    points: np.ndarray, shape: tuple[int, int, int], sigma: float = 2.0, sigma_t: float = 1.0
+    points: np.ndarray, shape: tuple[int, int, int], sigma: float = 2.0, sigma_t: float = 1.0, clip: bool = True
 ) -> np.ndarray:
     """Gaussian centre targets (T, H, W): the maximum over events of a (t, y, x) Gaussian, exactly 1 at each event.
 
     The Gaussian is centred on the event's rounded voxel, so the centre is the one voxel the focal loss counts as
-    positive (CenterNet); ``sigma`` is in working pixels, ``sigma_t`` in frames. Points outside the volume in t are
-    ignored, points outside in (y, x) are clipped to the border.
+    positive (CenterNet); ``sigma`` is in working pixels, ``sigma_t`` in frames. With ``clip`` (a whole movie),
+    points outside the volume in t are ignored and points outside in (y, x) are clipped to the border; without it
+    (a window cut from a movie), every point draws the part of its Gaussian that falls inside.
     """
     volume = np.zeros(shape, np.float32)
     if sigma <= 0 or sigma_t <= 0:
         raise ValueError(f"sigma and sigma_t must be positive, got {sigma}, {sigma_t}")
     rt, rs = int(np.ceil(3 * sigma_t)), int(np.ceil(3 * sigma))
     for t, y, x in np.asarray(points, np.float64).reshape(-1, 3):
-        ti = int(round(t))
-        if not 0 <= ti < shape[0]:
-            continue
-        yi, xi = int(np.clip(round(y), 0, shape[1] - 1)), int(np.clip(round(x), 0, shape[2] - 1))
+        ti, yi, xi = int(round(t)), int(round(y)), int(round(x))
+        if clip:
+            if not 0 <= ti < shape[0]:
+                continue
+            yi, xi = int(np.clip(yi, 0, shape[1] - 1)), int(np.clip(xi, 0, shape[2] - 1))
         ts = np.arange(max(0, ti - rt), min(shape[0], ti + rt + 1))
         ys = np.arange(max(0, yi - rs), min(shape[1], yi + rs + 1))
         xs = np.arange(max(0, xi - rs), min(shape[2], xi + rs + 1))
+        if not (len(ts) and len(ys) and len(xs)):
+            continue
         g = (
             np.exp(-((ts - ti) ** 2) / (2 * sigma_t**2))[:, None, None]
             * np.exp(-((ys - yi) ** 2) / (2 * sigma**2))[None, :, None]
@@ -175,6 +189,18 @@ def intensity_augmentation() -> A.Compose:
     )
 
 
+def check_window_options(scale_jitter: float, edge_window_fraction: float, crop_size: int | None) -> None:
+    """Refuse training-window options that cannot be honoured (one line each, as :class:`CellgenInputError`)."""
+    if scale_jitter < 0:
+        raise CellgenInputError(None, f"scale_jitter must be >= 0, got {scale_jitter}", "0 turns it off")
+    if not 0 <= edge_window_fraction <= 1:
+        raise CellgenInputError(
+            None, f"edge_window_fraction must be in [0, 1], got {edge_window_fraction}", "a share of the windows"
+        )
+    if scale_jitter > 0 and crop_size is None:
+        raise CellgenInputError(None, "scale_jitter needs a crop_size", "windows are rescaled before cropping")
+
+
 class MitosisWindowDataset(Dataset):
     """Random training windows ``(frames, labels)``, each (1, k, c, c), from the first N frames of each sequence.
 
@@ -182,9 +208,16 @@ class MitosisWindowDataset(Dataset):
     the class imbalance: a random 96 px crop rarely holds one); otherwise it is uniform. Flips and 90-degree
     rotations are identical across the window and its labels.
 
+    Two options prepare a detector for movies it has never seen (our additions, off by default; issue 12): with
+    ``scale_jitter`` a window is rescaled before cropping, frames and targets alike, so cells of other sizes look
+    familiar; with probability ``edge_window_fraction`` a window overlaps the first or last frame and its missing
+    frames are filled as inference fills them (:func:`~cellgen.data.event_frames.padded_positions`), so the model
+    has seen padded windows; padded frames hold no event (target 0). At 0 they draw no random numbers: the windows
+    are those of a dataset without them.
+
     Args:
         frames: per sequence, float32 (N, H, W) training frames.
-        labels: per sequence, float32 (N, H, W) dilated labels.
+        labels: per sequence, float32 (N, H, W) dilated labels or heat maps.
         points: per sequence, (M, 3) training points in volume coordinates (for event-centred windows).
         window: frames per window k.
         crop_size: square crop side (None: whole frames).
@@ -193,6 +226,13 @@ class MitosisWindowDataset(Dataset):
         augment: dihedral augmentation.
         seed: base seed; each index names one reproducible window.
         intensity_augment: also :func:`intensity_augmentation` (frames only; labels never change).
+        scale_jitter: s >= 0: each window is rescaled by a log-uniform factor in [1 / (1 + s), 1 + s] (bilinear,
+            antialiased when shrinking): a region of about c / factor pixels becomes the c x c crop.
+        edge_window_fraction: share of windows that hold 1 to k - 1 padded frames at the start or end.
+        edge_padding: ``replicate`` or ``reflect``, as the detector pads at inference.
+        heatmap_sigma: (sigma, sigma_t) when ``labels`` are heat maps: a rescaled window's heat map is drawn anew
+            around the rescaled events (sigma scaled with the frames), so each centre is still exactly 1; None: the
+            labels are blobs and are rescaled by nearest neighbour.
     """
 
     def __init__(
@@ -207,8 +247,19 @@ class MitosisWindowDataset(Dataset):
         augment: bool = True,
         seed: int = 0,
         intensity_augment: bool = False,
+        scale_jitter: float = 0.0,
+        edge_window_fraction: float = 0.0,
+        edge_padding: str = "replicate",
+        heatmap_sigma: tuple[float, float] | None = None,
     ) -> None:
         check_crop(frames, crop_size)
+        check_window_options(scale_jitter, edge_window_fraction, crop_size)
+        if edge_window_fraction > 0 and edge_padding not in EDGE_PADDINGS[1:]:
+            raise CellgenInputError(
+                None,
+                f"edge_window_fraction needs padded inference windows, but edge_padding is {edge_padding!r}",
+                "use edge_padding replicate or reflect, or edge_window_fraction 0",
+            )
         self.frames, self.labels, self.window = frames, labels, window
         self.points = [p[(p[:, 0] >= 0) & (p[:, 0] < len(f))] for p, f in zip(points, frames, strict=True)]
         self.crop_size, self.samples = crop_size, samples
@@ -216,6 +267,8 @@ class MitosisWindowDataset(Dataset):
         weights = np.array([len(f) - window + 1 for f in frames], np.float64)
         self.weights = weights / weights.sum()
         self.intensity = intensity_augmentation() if intensity_augment else None
+        self.scale_jitter, self.edge_window_fraction = scale_jitter, edge_window_fraction
+        self.edge_padding, self.heatmap_sigma = edge_padding, heatmap_sigma
 
     def __len__(self) -> int:
         return self.samples
@@ -230,16 +283,28 @@ class MitosisWindowDataset(Dataset):
         else:
             s = int(rng.choice(len(self.frames), p=self.weights))
         frames, labels, k = self.frames[s], self.labels[s], self.window
-        if near is None:
+        # k = 1 has no padded windows (inference pads k - 1 frames); a fraction of 0 draws nothing
+        edge = k > 1 and self.edge_window_fraction > 0 and rng.random() < self.edge_window_fraction
+        if edge:
+            t0 = self._edge_start(len(frames), near, rng)
+            positions = padded_positions(len(frames), k - 1, k - 1, self.edge_padding)[t0 + k - 1 : t0 + 2 * k - 1]
+            clip, target = frames[positions.numpy()], labels[positions.numpy()]
+        elif near is None:
             t0 = int(rng.integers(len(frames) - k + 1))
+            clip, target = frames[t0 : t0 + k], labels[t0 : t0 + k]
         else:
             t = int(round(near[0]))
             t0 = int(rng.integers(max(0, t - k + 1), min(t, len(frames) - k) + 1))
-        clip, target = frames[t0 : t0 + k], labels[t0 : t0 + k]
-        if self.crop_size is not None:
+            clip, target = frames[t0 : t0 + k], labels[t0 : t0 + k]
+        if self.crop_size is not None and self.scale_jitter > 0:
+            clip, target = self._rescaled_crop(clip, target, self.points[s] - (t0, 0, 0), rng, near)
+        elif self.crop_size is not None:
             y, x = crop_origin(clip.shape[1:], self.crop_size, rng, None if near is None else tuple(near[1:]))
             clip = clip[:, y : y + self.crop_size, x : x + self.crop_size]
             target = target[:, y : y + self.crop_size, x : x + self.crop_size]
+        if edge:  # a copy (fancy indexing or drawn anew): the labels stay untouched
+            frame = t0 + np.arange(k)
+            target[(frame < 0) | (frame >= len(frames))] = 0.0  # padded frames hold no event
         if self.augment:
             clip, target = random_dihedral([clip, target], rng)
         if self.intensity is not None:
@@ -247,6 +312,50 @@ class MitosisWindowDataset(Dataset):
             image = self.intensity(image=np.ascontiguousarray(rearrange(clip, "k h w -> h w k")))["image"]
             clip = rearrange(image, "h w k -> k h w")
         return torch.from_numpy(np.ascontiguousarray(clip))[None], torch.from_numpy(np.ascontiguousarray(target))[None]
+
+    def _edge_start(self, length: int, near: np.ndarray | None, rng: np.random.Generator) -> int:
+        """First frame (negative: before the movie) of a window with 1 to k - 1 padded frames at either end.
+
+        These are the padded windows inference can use (at stride 1). A window meant to hold ``near`` holds it
+        when one of them can; otherwise it is any of them (``near`` then only places the crop).
+        """
+        k = self.window
+        starts = np.concatenate([np.arange(1 - k, 0), np.arange(length - k + 1, length)])
+        if near is not None:
+            t = int(round(near[0]))
+            holding = starts[(starts <= t) & (starts > t - k)]
+            starts = holding if len(holding) else starts
+        return int(rng.choice(starts))
+
+    def _rescaled_crop(
+        self,
+        clip: np.ndarray,
+        target: np.ndarray,
+        points: np.ndarray,
+        rng: np.random.Generator,
+        near: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A (k, c, c) crop of a (k, H, W) window and its target, rescaled by a random factor (``scale_jitter``).
+
+        A square region of ``side`` = c / factor pixels (whole pixels, at most the frame) is resized to c x c;
+        ``points`` (M, 3) are the sequence's events with t relative to the window, mapped like the pixel centres.
+        """
+        crop, bound = self.crop_size, np.log1p(self.scale_jitter)
+        factor = float(np.exp(rng.uniform(-bound, bound)))
+        side = int(np.clip(round(crop / factor), 1, min(clip.shape[1:])))
+        y, x = crop_origin(clip.shape[1:], side, rng, None if near is None else tuple(near[1:]))
+        zoom = crop / side  # the factor actually applied
+        region = torch.from_numpy(np.ascontiguousarray(clip[:, y : y + side, x : x + side]))[None]
+        clip = F.interpolate(region, size=(crop, crop), mode="bilinear", align_corners=False, antialias=side > crop)
+        if self.heatmap_sigma is None:
+            region = torch.from_numpy(np.ascontiguousarray(target[:, y : y + side, x : x + side]))[None]
+            target = F.interpolate(region, size=(crop, crop), mode="nearest-exact")[0].numpy()
+        else:
+            yx = (points[:, 1:3] - (y, x) + 0.5) * zoom - 0.5  # align_corners=False: pixel centres map this way
+            sigma, sigma_t = self.heatmap_sigma
+            shape = (len(clip[0]), crop, crop)
+            target = heatmap_volume(np.column_stack([points[:, 0], yx]), shape, sigma * zoom, sigma_t, clip=False)
+        return clip[0].numpy(), target
 
 
 class MitosisDataModule(CellgenDataModule):
@@ -275,6 +384,10 @@ class MitosisDataModule(CellgenDataModule):
             ``head``.
         sigma: heat-map Gaussian width in working pixels (about a quarter of a cell diameter).
         sigma_t: heat-map Gaussian width in frames.
+        scale_jitter: s >= 0: rescale each training window by a log-uniform factor in [1 / (1 + s), 1 + s], frames
+            and targets alike, before cropping (our addition: cells of another size on an unseen movie; 0: off).
+        edge_window_fraction: share of training windows that overlap the first or last training frame, padded as
+            the attached model pads at inference (its ``edge_padding``; our addition; 0: off).
     """
 
     def __init__(
@@ -297,10 +410,13 @@ class MitosisDataModule(CellgenDataModule):
         target: str | None = None,
         sigma: float = 2.0,
         sigma_t: float = 1.0,
+        scale_jitter: float = 0.0,
+        edge_window_fraction: float = 0.0,
     ) -> None:
         super().__init__(sequences, demo_flavour)
         if target is not None and target not in TARGETS:
             raise CellgenInputError(None, f"target must be one of {TARGETS}, got {target!r}")
+        check_window_options(scale_jitter, edge_window_fraction, crop_size)
         self.save_hyperparameters()
         if points and len(points) != len(self.sequence_paths):
             raise CellgenInputError(None, f"{len(points)} points files for {len(self.sequence_paths)} sequences")
@@ -323,21 +439,29 @@ class MitosisDataModule(CellgenDataModule):
         self._sequences = list(sequences)
         self.train_set = None
 
+    def model_hparams(self) -> dict:
+        """The attached model's hyperparameters (empty without a trainer or model): settings shared with it."""
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        return dict(model.hparams) if model is not None else {}
+
     def window_length(self) -> int:
         """k: the configured ``window`` or, when None, the attached model's ``sequence_length``."""
         if self.hparams.window is not None:
             return int(self.hparams.window)
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        if model is None or "sequence_length" not in model.hparams:
+        model = self.model_hparams()
+        if "sequence_length" not in model:
             raise CellgenInputError(None, "window is not set and no model with sequence_length is attached")
-        return int(model.hparams.sequence_length)
+        return int(model["sequence_length"])
 
     def target_kind(self) -> str:
         """``blob`` or ``heatmap``: the configured ``target`` or, when None, the attached model's ``head``."""
         if self.hparams.target is not None:
             return self.hparams.target
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        return str(model.hparams.get("head", "blob")) if model is not None else "blob"
+        return str(self.model_hparams().get("head", "blob"))
+
+    def edge_padding(self) -> str:
+        """How inference pads the ends in time: the attached model's ``edge_padding`` (without one, its default)."""
+        return str(self.model_hparams().get("edge_padding", "replicate"))
 
     def setup(self, stage: str | None = None) -> None:
         if stage not in (None, "fit") or self.train_set is not None:
@@ -368,6 +492,10 @@ class MitosisDataModule(CellgenDataModule):
             self.hparams.augment,
             self.hparams.seed,
             self.hparams.intensity_augment,
+            self.hparams.scale_jitter,
+            self.hparams.edge_window_fraction,
+            self.edge_padding(),
+            (self.hparams.sigma, self.hparams.sigma_t) if heatmap else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -15,6 +15,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from cellgen.data.event_frames import EDGE_PADDINGS, pad_in_time
 from cellgen.data.mitosis_data import MitosisSequence
 from cellgen.metrics.mitosis import score_detections
 
@@ -29,30 +30,6 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
     if starts[-1] != length - window:
         starts.append(length - window)
     return starts
-
-
-EDGE_PADDINGS = ("none", "replicate", "reflect")
-
-
-def pad_in_time(frames: torch.Tensor, before: int, after: int, mode: str) -> torch.Tensor:
-    """(T, H, W) -> (before + T + after, H, W): the first/last frame repeated, or frames mirrored at the ends.
-
-    ``reflect`` mirrors without repeating the end frame (frames 2, 1, 0, 1, 2 ...) and, for a movie shorter than the
-    padding, keeps reflecting back and forth.
-    """
-    if mode == "none" or (before == 0 and after == 0):
-        return frames
-    length = frames.shape[0]
-    positions = torch.arange(-before, length + after)
-    if mode == "replicate" or length == 1:
-        positions = positions.clamp(0, length - 1)
-    elif mode == "reflect":
-        period = 2 * (length - 1)
-        positions = positions.remainder(period)
-        positions = torch.where(positions >= length, period - positions, positions)
-    else:
-        raise ValueError(f"edge padding must be one of {EDGE_PADDINGS}, got {mode!r}")
-    return frames[positions.to(frames.device)]
 
 
 @torch.no_grad()
