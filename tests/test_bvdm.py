@@ -114,15 +114,17 @@ def test_ablation_grid_is_journalled_and_resumed(
     args += ["--first_steps", "[5]", "--later_steps", "[0,2]", "--frames", "3", "--size", "96x96", "--cells", "3"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [r["cell"] for r in result["rows"]] == ["f0_5_fl_0", "f0_5_fl_2", "statistical"]
+    # the DDPM grid, then the two rows without a DDPM: statistical texture and real cells' textures (exemplars)
+    assert [r["cell"] for r in result["rows"]] == ["f0_5_fl_0", "f0_5_fl_2", "statistical", "exemplar"]
     for row in result["rows"]:
         assert 0.0 <= row["SEG"] <= 1.0
     rows = list(csv.DictReader((tmp_path / "ablation.csv").open()))
-    assert len(rows) == 3 and (tmp_path / "ablation_SEG.png").is_file() and (tmp_path / "ablation_DET.png").is_file()
+    assert [r["texture"] for r in rows] == ["ddpm", "ddpm", "statistical", "exemplar"]
+    assert len(rows) == 4 and (tmp_path / "ablation_SEG.png").is_file() and (tmp_path / "ablation_DET.png").is_file()
     assert not (tmp_path / "ablation_FID.png").exists()  # --fid false: no empty FID map
     # The same grid again: every cell comes from the journal, nothing is synthesised or trained.
     assert main(args) == 0
-    assert capsys.readouterr().out.count("done before (journal)") == 3
+    assert capsys.readouterr().out.count("done before (journal)") == 4
 
 
 def test_subset_keeps_a_valid_window(demo_dataset: Path, tmp_path: Path) -> None:
@@ -133,3 +135,11 @@ def test_subset_keeps_a_valid_window(demo_dataset: Path, tmp_path: Path) -> None
     np.testing.assert_array_equal(subset.image(4), CTCSequence(source).image(4))
     assert read_pixel_size(subset.path) == DEMO_PIXEL_SIZE  # the source's pixel size is kept
     assert all(track.end <= 4 for track in subset.tracks.values())
+
+
+def test_ablation_exemplar_row_needs_an_exemplar_bank() -> None:
+    from cellgen.commands.bvdm_ablation import _has_exemplars
+
+    assert not _has_exemplars(None) and not _has_exemplars({"appearance": None})  # models fitted before exemplars
+    assert not _has_exemplars({"appearance": {"exemplar_textures": []}})
+    assert _has_exemplars({"appearance": {"exemplar_textures": [[0.1, 0.2]]}})

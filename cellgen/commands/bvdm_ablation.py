@@ -6,7 +6,8 @@ grid cell synthesises its own sequences from one checkpoint (same seeds, same ma
 trains the downstream segmenter under one budget (``configs/downstream.yaml``) and scores it on the real test
 sequence, plus FID of the synthetic frames against the test frames. A ``statistical`` row paints the same masks,
 brightness, background and noise with the fitted statistical texture and no DDPM (a classical simulator), so the
-table shows what the DDPM adds.
+table shows what the DDPM adds. An ``exemplar`` row does the same with real training cells' textures re-shaped
+onto the masks (``texture="exemplar"``, also no DDPM), the strongest texture without a network.
 
 Each finished cell is journalled in ``OUT/runs.jsonl``; a rerun skips it (crash-safe, and a grid can be grown).
 Writes ``OUT/ablation.csv``, one heat map per measure (``OUT/ablation_{SEG,TRA,DET,FID}.png``) and prints one
@@ -40,6 +41,12 @@ def _journal(path: Path) -> dict[str, dict]:
     return done
 
 
+def _has_exemplars(shape_state: dict | None) -> bool:
+    """Whether a shape model's dict carries an exemplar bank (models fitted before exemplars existed do not)."""
+    appearance = (shape_state or {}).get("appearance") or {}
+    return bool(appearance.get("exemplar_textures"))
+
+
 def _heat_map(path: Path, rows: list[dict], first: list[int], later: list[int], key: str) -> None:
     import matplotlib
 
@@ -69,12 +76,17 @@ def _heat_map(path: Path, rows: list[dict], first: list[int], later: list[int], 
                 color="w",
                 fontsize=9,
             )
-    statistical = [r for r in rows if r.get("texture") == "statistical" and r.get(key) is not None]
     title = (
         "FID vs the test frames (lower is better)" if lower_is_better else f"downstream {key} (trained on synthetic)"
     )
-    if statistical:
-        title += f"; no DDPM: {statistical[0][key]:{'.1f' if lower_is_better else '.3f'}}"
+    baselines = [
+        f"{label}: {row[key]:{'.1f' if lower_is_better else '.3f'}}"
+        for texture, label in (("statistical", "no DDPM, statistical"), ("exemplar", "no DDPM, exemplars"))
+        for row in rows
+        if row.get("texture") == texture and row.get(key) is not None
+    ]
+    if baselines:
+        title += "\n" + "; ".join(baselines)
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
@@ -91,6 +103,7 @@ def bvdm_ablation(
     first_steps: list[int] = [100, 200, 400, 600],  # noqa: B006 (jsonargparse needs a literal default)
     later_steps: list[int] = [0, 10, 30, 50],  # noqa: B006
     statistical: bool = True,
+    exemplar: bool = True,
     num_sequences: int = 1,
     frames: int = 24,
     size: str = "512x512",
@@ -113,6 +126,8 @@ def bvdm_ablation(
         first_steps: T_{f=0} values (paper: 100-600; default 200).
         later_steps: T_{f!=0} values (paper: 0-50; default 10).
         statistical: add the row without the DDPM (fitted statistical texture).
+        exemplar: add the row with real cells' textures and no DDPM (skipped, with a note, when the shape model
+            holds no exemplars: refit it with --shape_from).
         num_sequences: synthetic sequences per grid cell (the same seeds in every cell).
         frames: frames per sequence.
         size: frame size HxW.
@@ -147,6 +162,10 @@ def bvdm_ablation(
     grid = [("ddpm", f0, fl) for f0 in first_steps for fl in later_steps]
     if statistical:
         grid.append(("statistical", 0, 0))
+    if exemplar and _has_exemplars(model.shape_state):
+        grid.append(("exemplar", 0, 0))
+    elif exemplar:
+        print("no exemplar row: the shape model holds no exemplar textures (refit it with --shape_from)", flush=True)
     common = {"frames": frames, "height": height, "width": width, "cells": cells}
     sampling = {"later_frame_sampler": later_sampler, "later_frame_steps": later_sampler_steps}
     sampling = {k: v for k, v in sampling.items() if v is not None}
@@ -156,7 +175,7 @@ def bvdm_ablation(
     settings = json.loads(json.dumps(settings))  # as the journal stores it, so a rerun compares like with like
     rows = []
     for texture, f0, fl in grid:
-        cell = "statistical" if texture == "statistical" else f"f0_{f0}_fl_{fl}"
+        cell = texture if texture != "ddpm" else f"f0_{f0}_fl_{fl}"
         if cell in done and done[cell].get("settings") == settings:
             rows.append(done[cell])
             print(f"{cell}: done before (journal)", flush=True)
