@@ -65,17 +65,13 @@ def _heat_map(path: Path, rows: list[dict], first: list[int], later: list[int], 
     ax.set_yticks(range(len(first)), [str(v) for v in first])
     ax.set_xlabel("T_{f!=0} (later frames)")
     ax.set_ylabel("T_{f=0} (first frame)")
+    low, high = image.get_clim()
     for (i, j), value in np.ndenumerate(grid):
         if np.isfinite(value):
-            ax.text(
-                j,
-                i,
-                f"{value:.1f}" if lower_is_better else f"{value:.3f}",
-                ha="center",
-                va="center",
-                color="w",
-                fontsize=9,
-            )
+            shade = (value - low) / max(high - low, 1e-12)  # where the colour map is light, dark text reads
+            light = shade < 0.4 if lower_is_better else shade > 0.6
+            text = f"{value:.1f}" if lower_is_better else f"{value:.3f}"
+            ax.text(j, i, text, ha="center", va="center", color="k" if light else "w", fontsize=9)
     title = (
         "FID vs the test frames (lower is better)" if lower_is_better else f"downstream {key} (trained on synthetic)"
     )
