@@ -82,7 +82,61 @@ def test_check_event_lengths_command(tmp_path: Path, dividing_cell: CTCSequence,
     args = ["check-event-lengths", f"--ckpt={ckpt}", f"--sequence={dividing_cell.path}", "--downscale=0.5"]
     assert main([*args, f"--out={out}"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()[-3:]]
-    assert [line["measure"] for line in lines] == ["annotated", "gap in y (threshold)", "gap in y (robust)"]
+    assert [line["measure"] for line in lines] == ["annotated (round)", "gap in y (threshold)", "gap in y (robust)"]
     assert lines[0]["divisions"] == 1 and lines[0]["mean"] == 3
     assert json.loads(out.read_text())["annotated"]["lengths"] == [3]
     assert main([*args, "--binarisations=[otsu]"]) == 2
+
+
+def _rod(length: int, width: int, waist: int | None = None, angle: float = 0.0) -> np.ndarray:
+    """A rod of ``length`` x ``width`` px centred in a 96 px frame, rotated; ``waist`` narrows its middle."""
+    size = 96
+    yy, xx = np.mgrid[0:size, 0:size] - size / 2
+    u = xx * np.cos(angle) + yy * np.sin(angle)  # along the rod
+    v = -xx * np.sin(angle) + yy * np.cos(angle)
+    half_width = np.full_like(u, width / 2)
+    if waist is not None:  # a V-shaped notch of 8 px around the middle
+        half_width = np.minimum(half_width, waist / 2 + np.abs(u) / 2)
+    return (np.abs(u) <= length / 2) & (np.abs(v) <= half_width)
+
+
+def test_waist_ratio_sees_a_constriction_at_any_angle() -> None:
+    from cellgen.metrics.event_lengths import waist_ratio
+
+    for angle in (0.0, 0.6, np.pi / 2):
+        assert waist_ratio(_rod(60, 16, angle=angle)) > 0.85
+        assert waist_ratio(_rod(60, 16, waist=6, angle=angle)) < 0.6
+
+
+@pytest.fixture(scope="module")
+def dividing_rod(tmp_path_factory: pytest.TempPathFactory) -> CTCSequence:
+    """A rod (track 1, frames 0-9) that grows, constricts in frames 8-9 and splits into tracks 2 and 3 at 10."""
+    masks, images = [], []
+    for t in range(14):
+        mask = np.zeros((96, 96), np.uint16)
+        if t < 10:
+            mask[_rod(50 + 2 * t, 14, waist=4 if t >= 8 else None, angle=0.3)] = 1
+        else:
+            halves = _rod(70, 14, angle=0.3)
+            yy, xx = np.mgrid[0:96, 0:96] - 48
+            along = xx * np.cos(0.3) + yy * np.sin(0.3)
+            mask[halves & (along < -1)] = 2
+            mask[halves & (along > 1)] = 3
+        masks.append(mask)
+        images.append((mask > 0).astype(np.uint8) * 200)
+    tracks = {1: Track(1, 0, 9), 2: Track(2, 10, 13, 1), 3: Track(3, 10, 13, 1)}
+    root = tmp_path_factory.mktemp("rod")
+    return CTCSequence(write_sequence(root, "01", images, masks, tracks))
+
+
+def test_rod_event_is_the_constriction_and_the_split(dividing_rod: CTCSequence, dividing_cell: CTCSequence) -> None:
+    from cellgen.metrics.event_lengths import cell_shape
+
+    assert cell_shape(dividing_rod) == "rod" and cell_shape(dividing_cell) == "round"
+    (division,) = annotated_event_lengths(dividing_rod)  # auto: the rod rule
+    assert division.frame == 10 and division.length() == 3  # frames 8, 9 (constricted) and 10 (split)
+    # The area rule would call the growing rod's last frames an event without any constriction.
+    (by_area,) = annotated_event_lengths(dividing_rod, shape="round")
+    assert by_area.flags != division.flags
+    with pytest.raises(ValueError, match="shape must be one of"):
+        annotated_event_lengths(dividing_rod, shape="bacterium")

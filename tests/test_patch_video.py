@@ -11,6 +11,7 @@ import torch
 from cellgen.data.ctc import CTCSequence
 from cellgen.data.errors import CellgenInputError
 from cellgen.data.patch_video import (
+    SEQUENCE_PERCENTILES,
     PatchVideoDataModule,
     PatchVideoDataset,
     PatchVideoSpec,
@@ -97,3 +98,27 @@ def test_regions_cut_disjoint_pixels(demo_phc: Path) -> None:
     assert PatchVideoSpec(**base).key() != PatchVideoSpec(**base, region=(0.0, 1.0, 0.0, 0.5)).key()
     with pytest.raises(CellgenInputError, match="region"):
         extract_patch_videos(seq, PatchVideoSpec(**base, region=(0.0, 1.0, 0.6, 0.5)))
+
+
+def test_sequence_intensity_is_one_affine_map_shared_by_regions(demo_phc: Path) -> None:
+    """``intensity="sequence"``: one map from the frames' percentiles, the same for a train and a test region."""
+    seq = CTCSequence(demo_phc)
+    base = {"patch_size": 16, "overlap": 0.0, "num_frames": 3, "intensity": "sequence"}
+    left = extract_patch_videos(seq, PatchVideoSpec(**base, region=(0.0, 1.0, 0.0, 0.5)))
+    right = extract_patch_videos(seq, PatchVideoSpec(**base, region=(0.0, 1.0, 0.5, 1.0)))
+    assert left.dtype == np.float32 and left.min() >= 0.0 and left.max() <= 1.0
+    frames = np.stack([seq.image(i) for i in seq.frame_indices[:3]]).astype(np.float64)
+    lo, hi = np.percentile(frames, SEQUENCE_PERCENTILES)
+    crop = frames[:, :16, :16]  # the first patch of the left region
+    np.testing.assert_allclose(left[0, 0], np.clip((crop - lo) / (hi - lo), 0, 1), atol=1e-5)
+    crop = frames[:, :16, frames.shape[2] // 2 : frames.shape[2] // 2 + 16]  # first patch of the right region
+    np.testing.assert_allclose(right[0, 0], np.clip((crop - lo) / (hi - lo), 0, 1), atol=1e-5)
+    # Unlike per-video min-max, a video keeps its brightness: not every video spans [0, 1].
+    assert (left.max(axis=(1, 2, 3, 4)) - left.min(axis=(1, 2, 3, 4)) < 0.99).any()
+    assert PatchVideoSpec(**base).key() != PatchVideoSpec(**{**base, "intensity": "video"}).key()
+    assert PatchVideoSpec(16, 0.0, 3).key() == PatchVideoSpec(16, 0.0, 3, intensity="video").key()
+
+
+def test_unknown_intensity_scaling_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CellgenInputError, match="intensity must be one of"):
+        PatchVideoDataModule(intensity="percentile", cache_dir=str(tmp_path))

@@ -33,6 +33,7 @@ def real_patch_videos(datamodule_hparams: dict, region: list[float] | None, sequ
         tuple(hp["start_frames"]),
         hp["frame_skip"],
         tuple(float(v) for v in region) if region is not None else None,
+        hp.get("intensity", "video"),  # checkpoints from before the option used the paper's scaling
     )
     paths = sequences or hp.get("sequences") or []
     if not paths:
@@ -165,6 +166,8 @@ def evaluate_video_command(
         features = Features(resolve_cache_dir(data_hp.get("cache_dir") or None, "metrics"))
         names = ("sequences", "patch_size", "overlap", "num_frames", "start_frames", "frame_skip")
         cut = {k: data_hp.get(k) for k in names}  # how videos are cut, not which model: both models share the cache
+        if data_hp.get("intensity", "video") != "video":  # keys of caches from before the option stay valid
+            cut["intensity"] = data_hp["intensity"]
         settings = repr((sorted(cut.items()), train_region, test_region, sequences, n, seed, fid_frames))
         key = hashlib.sha1(settings.encode()).hexdigest()[:12]
         real_test = features(test, fid_frames, f"{key}-test")

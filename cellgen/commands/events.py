@@ -162,6 +162,7 @@ def check_event_lengths(
     downscale: float = 0.25,
     binarisations: list[str] | None = None,
     area_change: float = 0.15,
+    cell_shape: str = "auto",
     out: str | None = None,
 ) -> int:
     """Check M1's normal-cell map against the lineage: event lengths the annotations imply vs the gaps the map
@@ -173,6 +174,8 @@ def check_event_lengths(
         downscale: working scale, as in training (Sec. IV A: 1/4).
         binarisations: modes of :func:`~cellgen.models.event_length.binary_maps`; default threshold and robust.
         area_change: a mother frame is part of the event when its area departs this much from its baseline.
+        cell_shape: ``round`` (area rule), ``rod`` (the mother's constriction up to the split; bacteria) or
+            ``auto`` (rod when the masks' median elongation is above 2.5).
         out: a JSON file for the whole report.
     """
     import torch
@@ -198,12 +201,20 @@ def check_event_lengths(
     model = EventLengthEstimator.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
     volume = load_volume(seq, downscale)
     maps = model.feature_maps(torch.from_numpy(volume.frames)).numpy()
-    annotated = [d.length() for d in annotated_event_lengths(seq, area_change)]
-    report: dict[str, Any] = {"sequence": str(seq.path), "divisions": len(annotated), "modes": {}}
+    from cellgen.metrics.event_lengths import CELL_SHAPES
+    from cellgen.metrics.event_lengths import cell_shape as measured_shape
+
+    if cell_shape not in CELL_SHAPES:
+        raise CellgenInputError(None, f"--cell_shape must be one of {list(CELL_SHAPES)}, got {cell_shape!r}")
+    shape = measured_shape(seq) if cell_shape == "auto" else cell_shape
+    annotated = [d.length() for d in annotated_event_lengths(seq, area_change, shape=shape)]
+    report: dict[str, Any] = {"sequence": str(seq.path), "divisions": len(annotated), "cell_shape": shape, "modes": {}}
     row = {"divisions_with_event": int(sum(a > 0 for a in annotated))}
     row.update(_summary(lengths_summary([a for a in annotated if a > 0])))
     report["annotated"] = {**row, "lengths": annotated}
-    print(json.dumps({"sequence": str(seq.path), "measure": "annotated", "divisions": len(annotated), **row}))
+    print(
+        json.dumps({"sequence": str(seq.path), "measure": f"annotated ({shape})", "divisions": len(annotated), **row})
+    )
     hp = model.hparams
     sample = maps[:: max(1, len(maps) // 8)][:8]
     for mode in modes:

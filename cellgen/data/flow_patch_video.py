@@ -116,7 +116,7 @@ class FlowPatchVideoDataModule(PatchVideoDataModule):
         self.flow_range: np.ndarray | None = None
 
     def load_videos(self) -> np.ndarray:
-        """All patch videos (N, 3, T, P, P): intensity, U, V, each min-max normalised per video."""
+        """All patch videos (N, 3, T, P, P): intensity (scaled as ``intensity`` says), U and V (min-max per video)."""
         cache_dir = self.hparams.cache_dir or None
         iterations, lam = self.hparams.hs_iterations, self.hparams.hs_lambda
         parts, ranges = [], []

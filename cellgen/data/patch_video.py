@@ -5,6 +5,11 @@ Paper: "Neural Cell Video Synthesis via Optical-Flow Diffusion", Sec. 4.2-4.3: s
 sample keeps its first 10 frames, every channel is normalised to [0, 1], and horizontal/vertical flips
 (p = 0.5) are applied identically to every frame of a video.
 
+The paper min-max normalises each video on its own (``intensity="video"``). On small patches this stretches the
+background's camera and compression noise of a cell-free patch to full contrast, and a patch's brightness then says
+nothing about its content. ``intensity="sequence"`` maps one sequence's intensities to [0, 1] with a single affine
+map from robust percentiles of the frames used (the whole frame, so train and test regions share it).
+
 Patches are extracted once and cached as ``.npz`` keyed by the sequence and the extraction settings.
 """
 
@@ -26,6 +31,9 @@ from cellgen.data.cache import folder_fingerprint, resolve_cache_dir
 from cellgen.data.ctc import CTCSequence
 from cellgen.data.errors import CellgenInputError
 
+INTENSITY_SCALINGS = ("video", "sequence")
+SEQUENCE_PERCENTILES = (0.5, 99.9)  # ours: ignores dead pixels below and keeps halos up to saturation
+
 
 @dataclass(frozen=True)
 class PatchVideoSpec:
@@ -37,11 +45,18 @@ class PatchVideoSpec:
     start_frames: tuple[int, ...] = (0,)
     frame_skip: int = 1
     region: tuple[float, float, float, float] | None = None
+    intensity: str = "video"
+
+    def __post_init__(self) -> None:
+        if self.intensity not in INTENSITY_SCALINGS:
+            raise ValueError(f"intensity must be one of {INTENSITY_SCALINGS}, got {self.intensity!r}")
 
     def key(self) -> str:
         fields = asdict(self)
         if fields["region"] is None:
             del fields["region"]  # caches written before regions existed stay valid
+        if fields["intensity"] == "video":
+            del fields["intensity"]  # likewise for the paper's scaling
         return hashlib.sha1(repr(sorted(fields.items())).encode()).hexdigest()[:10]
 
     def crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:
@@ -73,6 +88,13 @@ def normalise_per_channel(videos: np.ndarray) -> np.ndarray:
     return (videos - lo) / np.maximum(hi - lo, 1e-8)
 
 
+def normalise_per_sequence(videos: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Map videos (N, C, T, H, W) to [0, 1] with one affine map: robust percentiles of ``frames``, clipped."""
+    lo, hi = np.percentile(frames, SEQUENCE_PERCENTILES)
+    scaled = (videos.astype(np.float32) - float(lo)) / max(float(hi - lo), 1e-8)
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
+
+
 def extract_patch_videos(seq: CTCSequence, spec: PatchVideoSpec) -> np.ndarray:
     """Cut one sequence into patch videos, reading only the frames that are used.
 
@@ -96,7 +118,7 @@ def extract_patch_videos(seq: CTCSequence, spec: PatchVideoSpec) -> np.ndarray:
         )
     indices = seq.frame_indices
     span = (spec.num_frames - 1) * spec.frame_skip
-    videos = []
+    videos, used = [], []
     for start in spec.start_frames:
         if start < 0 or start + span >= len(indices):
             raise CellgenInputError(
@@ -107,9 +129,12 @@ def extract_patch_videos(seq: CTCSequence, spec: PatchVideoSpec) -> np.ndarray:
             )
         frames = np.stack([seq.image(indices[start + k * spec.frame_skip]) for k in range(spec.num_frames)])
         frames = frames.astype(np.float32)
+        used.append(frames)
         for y in ys:
             for x in xs:
                 videos.append(frames[:, y : y + spec.patch_size, x : x + spec.patch_size])
+    if spec.intensity == "sequence":
+        return normalise_per_sequence(np.stack(videos)[:, None], np.concatenate(used))
     return normalise_per_channel(np.stack(videos)[:, None])
 
 
@@ -221,11 +246,17 @@ class PatchVideoDataModule(TrainValDataModule):
         split_seed: int = 0,
         num_predict: int = 16,
         region: tuple[float, float, float, float] | None = None,
+        intensity: str = "video",
     ) -> None:
         super().__init__(sequences, demo_flavour)
         self.save_hyperparameters()
         region = tuple(float(v) for v in region) if region is not None else None
-        self.spec = PatchVideoSpec(patch_size, overlap, num_frames, tuple(start_frames), frame_skip, region)
+        try:
+            self.spec = PatchVideoSpec(
+                patch_size, overlap, num_frames, tuple(start_frames), frame_skip, region, intensity
+            )
+        except ValueError as exc:
+            raise CellgenInputError(None, str(exc), "set data.init_args.intensity to video or sequence") from exc
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 

@@ -5,7 +5,9 @@ is missing from the normal-cell map y (cells in interphase) and M2 restores it. 
 lineage, per annotated division (the parent ends at frame B - 1, its daughters begin at B):
 
 * :func:`annotated_event_lengths`: the frames around B during which the mother's mask departs from its interphase
-  size and a daughter is still small: the "rounding of mother + daughters" that the annotations imply.
+  size and a daughter is still small: the "rounding of mother + daughters" that the annotations imply. Rod-shaped
+  cells (bacteria) do not round up and grow all through their cycle, so for them the event is the constriction of
+  the mother's mask (:func:`waist_ratio`) up to the split at B.
 * :func:`map_gaps_at_divisions`: the frames around B during which the cell (the mother before B, the daughters from B)
   is absent from a binary stack y at the working scale: the event as y shows it to M2; and how many pieces y
   breaks an annotated cell into (a fragmented map turns one nucleus into specks that come and go).
@@ -22,6 +24,8 @@ from cellgen.data.ctc import CTCSequence, daughters_of
 from cellgen.data.event_frames import FrameVolume
 
 MAX_HALF_WINDOW = 8  # frames looked at on each side of a division
+ROD_ELONGATION = 2.5  # ours: median major / minor axis above which masks are rods (E. coli ~4, SIM+ nuclei ~1.3)
+CELL_SHAPES = ("auto", "round", "rod")
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,45 @@ def track_areas(seq: CTCSequence, labels: set[int]) -> dict[int, dict[int, int]]
     return areas
 
 
+def waist_ratio(mask: np.ndarray) -> float:
+    """Narrowest width of a mask's middle (30-70 % of its length) over the median width of its body (10-90 %).
+
+    Widths are pixel counts per 1 px slice across the principal axis: about 1 for a rod, below it where the rod
+    constricts before it splits (E. coli masks: 0.4-0.7 in the last frames before many divisions, 0.8-1 otherwise).
+    """
+    ys, xs = np.nonzero(mask)
+    if len(ys) < 10:
+        return float("nan")
+    points = np.stack([ys, xs], axis=1).astype(np.float64)
+    points -= points.mean(axis=0)
+    axis = np.linalg.eigh(np.cov(points.T))[1][:, -1]
+    along = points @ axis
+    profile = np.bincount(np.round(along - along.min()).astype(int)).astype(np.float64)
+    n = len(profile)
+    middle = profile[int(0.3 * n) : int(np.ceil(0.7 * n))]
+    body = profile[int(0.1 * n) : int(np.ceil(0.9 * n))]
+    return float(middle.min() / max(np.median(body), 1.0))
+
+
+def cell_shape(seq: CTCSequence, frames: int = 3) -> str:
+    """``rod`` when the TRA masks of a few frames have a median elongation above ``ROD_ELONGATION``, else ``round``."""
+    from skimage.measure import regionprops
+
+    ratios = []
+    for t in sorted(seq.tra_paths)[:: max(1, len(seq.tra_paths) // frames)][:frames]:
+        for region in regionprops(seq.tra_mask(t)):
+            if region.axis_minor_length > 0:
+                ratios.append(region.axis_major_length / region.axis_minor_length)
+    return "rod" if ratios and float(np.median(ratios)) > ROD_ELONGATION else "round"
+
+
 def annotated_event_lengths(
-    seq: CTCSequence, change: float = 0.15, small_daughter: float = 0.6, half_window: int = MAX_HALF_WINDOW
+    seq: CTCSequence,
+    change: float = 0.15,
+    small_daughter: float = 0.6,
+    half_window: int = MAX_HALF_WINDOW,
+    shape: str = "auto",
+    constriction: float = 0.75,
 ) -> list[DivisionFrames]:
     """Frames around each division where the mother or a daughter is not an ordinary interphase cell, from TRA masks.
 
@@ -91,7 +132,14 @@ def annotated_event_lengths(
     frame when a daughter is below ``small_daughter`` x its own median area (just born, still condensed). On SIM+
     the mother's mask grows by 15-40 % in its last one or two frames (two chromatin masses pulling apart) and a
     daughter can start at half its later size, so the run of such frames across B is the event the annotation shows.
+
+    ``shape="rod"`` (or ``auto`` on elongated masks) uses :func:`rod_event_frames` instead: area says nothing about
+    an event of a cell that doubles its length over its cycle.
     """
+    if shape not in CELL_SHAPES:
+        raise ValueError(f"shape must be one of {CELL_SHAPES}, got {shape!r}")
+    if shape == "rod" or (shape == "auto" and cell_shape(seq) == "rod"):
+        return rod_event_frames(seq, constriction, half_window)
     divisions = _divisions(seq)
     labels = {lab for _, parent, kids in divisions for lab in (parent, *kids)}
     areas = track_areas(seq, labels)
@@ -113,6 +161,42 @@ def annotated_event_lengths(
                 flag = min(ratios) < small_daughter
             frames.append(t)
             flags.append(bool(flag))
+        result.append(DivisionFrames(b, tuple(frames), tuple(flags)))
+    return result
+
+
+def rod_event_frames(
+    seq: CTCSequence, constriction: float = 0.75, half_window: int = MAX_HALF_WINDOW
+) -> list[DivisionFrames]:
+    """Per division of rod-shaped cells: the mother's frames whose :func:`waist_ratio` is below ``constriction``,
+    and B itself (the frame in which the two daughters first appear apart).
+
+    The 0.75 default sits below the 0.8-1 of unconstricted E. coli masks, whose widths of about 17 px move in steps
+    of one pixel (0.06).
+    """
+    divisions = _divisions(seq)
+    wanted: dict[int, set[int]] = {}
+    for b, parent, _ in divisions:
+        for t in range(b - half_window, b):
+            wanted.setdefault(t, set()).add(parent)
+    waists: dict[tuple[int, int], float] = {}
+    for t in sorted(set(wanted) & set(seq.tra_paths)):  # each mask file read once
+        mask = seq.tra_mask(t)
+        for parent in wanted[t]:
+            cell = mask == parent
+            if cell.any():
+                waists[(parent, t)] = waist_ratio(cell)
+    result = []
+    for b, parent, _ in divisions:
+        frames, flags = [], []
+        for t in range(b - half_window, b):
+            ratio = waists.get((parent, t))
+            if ratio is not None and np.isfinite(ratio):
+                frames.append(t)
+                flags.append(bool(ratio < constriction))
+        if b in seq.tra_paths:
+            frames.append(b)
+            flags.append(True)
         result.append(DivisionFrames(b, tuple(frames), tuple(flags)))
     return result
 
