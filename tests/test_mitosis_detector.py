@@ -184,25 +184,27 @@ def test_evaluate_mitosis_prints_json(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_mitosis_sweep_writes_table_and_heatmap(
     tmp_path: Path, demo_fluo: Path, one_thread, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["mitosis-sweep", "--ks=[4,6]", "--train_frames=[4,30]", "--steps=2", "--downscale=0.25"]
+    """The demo's first division is in frame 15: N = 4 holds no event (empty cells), and N = 6 < k = 6 is empty."""
+    args = ["mitosis-sweep", "--ks=[4,6]", "--train_frames=[4,16,30]", "--steps=2", "--downscale=0.25"]
     args += ["--crop_size=32", "--hidden_channels=2", "--chosen_k=4", f"--out={tmp_path}", f"--sequence={demo_fluo}"]
     assert main(args) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr().out
+    assert "train_frames [4] hold no annotated mitosis" in out
+    summary = json.loads(out.strip().splitlines()[-1])
     with (tmp_path / "table.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [(r["k"], r["train_frames"]) for r in rows] == [("4", "4"), ("4", "30"), ("6", "4"), ("6", "30")]
-    assert rows[2]["f1_t1"] == "" and rows[3]["f1_t1"] != ""  # N < k is not run
+    assert [(r["k"], r["train_frames"]) for r in rows] == [(k, n) for k in ("4", "6") for n in ("4", "16", "30")]
+    assert [r["f1_t1"] != "" for r in rows] == [False, True, True, False, True, True]  # no event in N = 4: not run
     assert {r["test_frames"] for r in rows if r["f1_t1"]} == {"34"}  # every cell tested on the frames after max N
     assert (tmp_path / "heatmap.png").stat().st_size > 1000 and summary["chosen_k"] == 4
     # A rerun with an estimated k outside ks reuses the finished runs and trains only the new cells.
     seconds = {(r["k"], r["train_frames"]): r["seconds"] for r in rows if r["f1_t1"]}
     assert main([*args[:-3], "--chosen_k=5", *args[-2:]]) == 0
     out = capsys.readouterr().out
-    assert "3 runs already in" in out and json.loads(out.strip().splitlines()[-1])["chosen"][0]["k"] == 5
+    assert "4 runs already in" in out and json.loads(out.strip().splitlines()[-1])["chosen"][0]["k"] == 5
     with (tmp_path / "table.csv").open() as f:
         again = {(r["k"], r["train_frames"]): r for r in csv.DictReader(f)}
-    assert set(again) == {*seconds, ("6", "4"), ("5", "4"), ("5", "30")}
-    assert all(again[key]["seconds"] == value for key, value in seconds.items())
+    assert len(again) == 9 and all(again[key]["seconds"] == value for key, value in seconds.items())
     assert again[("5", "30")]["f1_t1"] != "" and again[("5", "4")]["f1_t1"] == ""
     # Another precision is another setting: nothing is reused, and bf16 autocast trains and detects.
     assert main([*args[:-3], "--ks=[4]", "--train_frames=[30]", "--precision=bf16-mixed", *args[-2:]]) == 0

@@ -398,6 +398,9 @@ def mitosis_sweep(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(k, n) for k in sorted(ks) for n in sorted(train_frames)]
+    eventless = [n for n in sorted(set(train_frames)) if not (full.points[:, 0] < full.volume.indices[n]).any()]
+    if eventless:  # nothing to learn from, and training F1 would read 1.0; say so instead of spending the runs
+        print(f"mitosis sweep: train_frames {eventless} hold no annotated mitosis; those cells stay empty")
     # A run is reused only under the same settings: every argument but those choosing cells or places to write.
     settings = {name: value for name, value in arguments.items() if name not in SWEEP_LAYOUT_ARGUMENTS}
     settings.update(sequence=str(path), temporal_tols=list(temporal_tols), precision=precision)
@@ -412,7 +415,7 @@ def mitosis_sweep(
     rows: list[dict[str, Any]] = []
     for k, n in tqdm(jobs, desc="mitosis sweep", unit="run"):
         row: dict[str, Any] = {"k": k, "train_frames": n}
-        if n < k:  # the paper's constraint N >= k: such a cell stays empty
+        if n < k or n in eventless:  # the paper's constraint N >= k; and no event to learn: the cell stays empty
             rows.append(row)
             continue
         if (k, n) in finished:
