@@ -29,8 +29,14 @@ def sample_seed(seed: int, index: int) -> int:
     return int(seed) * SEED_STRIDE + int(index)
 
 
+PREDICTIONS = ("eps", "v")
+
+
 class DenoisingDiffusion(nn.Module):
-    """Epsilon-prediction DDPM around ``net`` ``(x_t (B, ...), t (B,)) -> eps (B, ...)``, any tensor rank.
+    """DDPM around ``net`` ``(x_t (B, ...), t (B,)) -> eps or v (B, ...)``, any tensor rank.
+
+    Samplers and guidance always see ``eps`` (:meth:`denoise_fn` converts a v-prediction), so both
+    parameterisations share every sampler.
 
     State: ``net``, ``ema_net`` (a frozen copy for sampling, absent when ``ema_decay`` is None) and ``ema_updates``
     (a counter, saved only with an EMA). The schedule is rebuilt from its name, never saved.
@@ -42,7 +48,10 @@ class DenoisingDiffusion(nn.Module):
         ema_decay: EMA decay of the sampling weights; None: sample with ``net``. The decay warms up as
             ``min(decay, (1 + n) / (10 + n))`` so short runs still sample well.
         model_range: the range the network sees; [0, 1] data are mapped linearly onto it.
-        loss: ``l2`` (Ho et al. 2020, Eq. 14) or ``l1`` on the predicted noise.
+        loss: ``l2`` (Ho et al. 2020, Eq. 14) or ``l1`` on the prediction.
+        prediction: ``eps`` (Ho et al. 2020) or ``v`` (Salimans & Ho 2022). Near t = T an eps-model's x0 estimate
+            is noise divided by ~0, clipped, so the first sampling steps fix a video's global brightness near
+            mid-range whatever the data's; a v-model predicts x0 itself there (Imagen Video uses v for this).
     """
 
     def __init__(
@@ -53,10 +62,14 @@ class DenoisingDiffusion(nn.Module):
         ema_decay: float | None = 0.999,
         model_range: tuple[float, float] = (-1.0, 1.0),
         loss: Literal["l1", "l2"] = "l2",
+        prediction: Literal["eps", "v"] = "eps",
     ) -> None:
         super().__init__()
         if loss not in ("l1", "l2"):
             raise ValueError(f"loss must be 'l1' or 'l2', got {loss!r}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        self.prediction = prediction
         self.net = net
         # The EMA copy is a frozen submodule: saved in checkpoints, never seen by the optimizer.
         self.ema_net = copy.deepcopy(net).requires_grad_(False) if ema_decay else None
@@ -96,12 +109,14 @@ class DenoisingDiffusion(nn.Module):
     # ----------------------------------------------------------------------------------------- training
 
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
-        """DDPM loss (Ho et al. 2020, Eq. 14) between true and predicted noise at a random step; batch in [0, 1]."""
+        """DDPM loss (Ho et al. 2020, Eq. 14) between the true and predicted noise (or v) at a random step; batch in
+        [0, 1]."""
         x0 = self.to_model_range(batch)
         t = torch.randint(0, self.num_timesteps, (x0.shape[0],), device=x0.device)
         noise = torch.randn_like(x0)
-        eps = self.net(self.schedule.q_sample(x0, t, noise), t).float()
-        return F.l1_loss(eps, noise) if self.loss_kind == "l1" else F.mse_loss(eps, noise)
+        predicted = self.net(self.schedule.q_sample(x0, t, noise), t).float()
+        target = noise if self.prediction == "eps" else self.schedule.velocity(x0, t, noise)
+        return F.l1_loss(predicted, target) if self.loss_kind == "l1" else F.mse_loss(predicted, target)
 
     def update_ema(self) -> None:
         """One EMA step of ``ema_net`` towards ``net``; call after every optimiser step."""
@@ -126,11 +141,13 @@ class DenoisingDiffusion(nn.Module):
         """
         net = self.denoiser(use_ema)
         device_type = self.device.type
+        schedule = self.schedule
 
         def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             context = torch.autocast(device_type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
             with context:
-                return net(x_t, t).to(x_t.dtype)
+                out = net(x_t, t).to(x_t.dtype)
+            return out if self.prediction == "eps" else schedule.eps_from_velocity(x_t, t, out)
 
         return denoise
 

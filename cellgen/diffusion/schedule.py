@@ -176,6 +176,20 @@ class DiffusionSchedule:
             self.sqrt_recipm1_alphas_cumprod, t, x_t
         )
 
+    def velocity(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """v = sqrt(ab_t) noise - sqrt(1 - ab_t) x0 (Salimans & Ho 2022, Sec. 4): the target of a v-predicting model."""
+        return (
+            gather_at_steps(self.sqrt_alphas_cumprod, t, x0) * noise
+            - gather_at_steps(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+        )
+
+    def eps_from_velocity(self, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The noise a predicted v implies: ``sqrt(ab_t) v + sqrt(1 - ab_t) x_t`` (exact, as a^2 + s^2 = 1)."""
+        return (
+            gather_at_steps(self.sqrt_alphas_cumprod, t, x_t) * v
+            + gather_at_steps(self.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t
+        )
+
     def posterior_mean_variance(
         self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

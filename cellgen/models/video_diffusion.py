@@ -41,7 +41,9 @@ class VideoDiffusion(DiffusionModule):
             (ours: about a third less training memory for about a quarter more time).
         schedule: noise schedule, ``cosine`` (reference) or ``linear``.
         num_timesteps: diffusion steps T (reference: 1000).
-        loss: ``l1`` (paper and reference) or ``l2`` on the predicted noise.
+        loss: ``l1`` (paper and reference) or ``l2`` on the prediction.
+        prediction: ``eps`` (paper and reference: the network predicts the noise) or ``v`` (Salimans & Ho 2022;
+            ours: keeps the generated videos' brightness that of the data, see :class:`DenoisingDiffusion`).
         lr: Adam learning rate (reference: 1e-4).
         betas: Adam betas (PyTorch defaults, as in the reference).
         ema_decay: EMA decay of the sampling weights (reference: 0.995); None disables the EMA copy. The decay
@@ -74,6 +76,7 @@ class VideoDiffusion(DiffusionModule):
         schedule: Literal["cosine", "linear"] = "cosine",
         num_timesteps: int = 1000,
         loss: Literal["l1", "l2"] = "l1",
+        prediction: Literal["eps", "v"] = "eps",
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         ema_decay: float | None = 0.995,
@@ -95,7 +98,10 @@ class VideoDiffusion(DiffusionModule):
         factor = 2 ** (len(channel_mults) - 1)
         if image_size % factor:
             raise ValueError(f"image_size {image_size} must be divisible by {factor} for {len(channel_mults)} levels")
-        self.set_diffusion(DenoisingDiffusion(self.build_denoiser(), schedule, num_timesteps, ema_decay, loss=loss))
+        diffusion = DenoisingDiffusion(
+            self.build_denoiser(), schedule, num_timesteps, ema_decay, loss=loss, prediction=prediction
+        )
+        self.set_diffusion(diffusion)
 
     def build_denoiser(self) -> nn.Module:
         """The network ``(x_t (B, C, T, H, W), t (B,)) -> eps (B, C, T, H, W)``; subclasses swap it."""
