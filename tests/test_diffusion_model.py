@@ -99,3 +99,8 @@ def test_near_t_max_a_small_eps_error_loses_the_brightness_and_a_v_error_does_no
     target = model.to_model_range(x0)
     assert (estimates["eps"] - target).abs().min() > 1.0  # an error of 1e-3 moves x0 by 1e-3 / 5e-5 = 20
     assert (estimates["v"] - target).abs().max() < 3e-3
+
+
+def test_v_prediction_with_l1_warns() -> None:
+    with pytest.warns(UserWarning, match="median image"):
+        DenoisingDiffusion(Stub(), prediction="v", loss="l1")

@@ -88,7 +88,7 @@ def test_loss_falls_on_a_tiny_overfit_set() -> None:
 def test_v_prediction_model_learns() -> None:
     """``prediction: v`` trains through the same module: its own loss (on v) falls on the tiny overfit set."""
     torch.manual_seed(0)
-    model = VideoDiffusion(**TINY, lr=2e-3, prediction="v")
+    model = VideoDiffusion(**TINY, lr=2e-3, prediction="v", loss="l2")
     videos = _moving_squares()
     optimizer = model.configure_optimizers()
 

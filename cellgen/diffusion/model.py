@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
@@ -69,6 +70,11 @@ class DenoisingDiffusion(nn.Module):
             raise ValueError(f"loss must be 'l1' or 'l2', got {loss!r}")
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if prediction == "v" and loss == "l1":
+            # Near t = T the v target is about -x0, and L1 regresses to its per-pixel median: on sparse bright cells
+            # over a background that median is the background, so samples come out flat (docs/RESULTS.md, issue 13).
+            message = "prediction 'v' with an L1 loss learns the median image at high noise; use loss 'l2'"
+            warnings.warn(message, stacklevel=2)
         self.prediction = prediction
         self.net = net
         # The EMA copy is a frozen submodule: saved in checkpoints, never seen by the optimizer.
