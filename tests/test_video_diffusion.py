@@ -238,6 +238,17 @@ def test_real_configs_parse(name: str, capsys: pytest.CaptureFixture[str]) -> No
     assert "VideoPredictionWriter" in capsys.readouterr().out
 
 
+def test_psc32_v_overlay_stacks(capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue-13 overlay stacks on the paper config and the CPU overlay and sets exactly its three settings."""
+    configs = ["video_diffusion.yaml", "psc32/video_diffusion.yaml", "psc32/video_diffusion_v.yaml"]
+    args = ["fit", *[a for c in configs for a in ("--config", str(REPO / "configs" / c))], "--print_config"]
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    assert "prediction: v" in out and "loss: l2" in out and "intensity: sequence" in out and "image_size: 32" in out
+
+
 # --------------------------------------------------------------------------------------------- real data
 
 
