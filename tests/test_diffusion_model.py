@@ -93,12 +93,14 @@ def test_near_t_max_a_small_eps_error_loses_the_brightness_and_a_v_error_does_no
         model = DenoisingDiffusion(Stub(), num_timesteps=1000, ema_decay=None, prediction=prediction)
         model.net = Oracle(model.schedule, model.to_model_range(x0), prediction, error=1e-3)
         t = torch.tensor([999])
-        x_t = model.schedule.q_sample(model.to_model_range(x0), t, torch.randn_like(x0))
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+        x_t = model.schedule.q_sample(model.to_model_range(x0), t, noise)
         eps = model.denoise_fn(use_ema=False)(x_t, t)
         estimates[prediction] = model.schedule.predict_x0(x_t, t, eps)
     target = model.to_model_range(x0)
     assert (estimates["eps"] - target).abs().min() > 1.0  # an error of 1e-3 moves x0 by 1e-3 / 5e-5 = 20
-    assert (estimates["v"] - target).abs().max() < 3e-3
+    # v: the error stays 1e-3; the fp32 route through eps (x_t / 5e-5 - ...) adds up to ~1e-2 of cancellation
+    assert (estimates["v"] - target).abs().max() < 0.05
 
 
 def test_v_prediction_with_l1_warns() -> None:
